@@ -1,0 +1,264 @@
+"""The labeling core: guided references become SAM 2 conditioning frames, targets are tracked after them.
+
+The references are frames 0..K-1 of a pseudo-video kept inside a `SAM2VideoPredictor`
+inference state; every call into the model is one of the predictor's own methods, made in
+the order `add_new_points_or_box` / `add_new_mask` / `propagate_in_video` make them, so a
+target's result equals what SAM 2 gives on a JPEG folder [ref_1 … ref_K, target(s)].
+
+Usage:
+    labeler = Labeler(predictor, prompts, memory="refs")
+    detections = labeler.label(read_rgb("target.jpg"))   # one Detection per object ID
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .detections import Detection
+from .images import read_rgb
+from .prompts import ObjectGuides, PromptSet
+
+MEMORY_MODES = ("refs", "chain")
+# SAM 2's frame loader normalises with ImageNet statistics.
+_MEAN = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None, None]
+_STD = torch.tensor((0.229, 0.224, 0.225), dtype=torch.float32)[:, None, None]
+
+
+def to_model_input(rgb: np.ndarray, image_size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, S, S) float32, resized and normalised exactly as SAM 2's frame loader does."""
+    resized = np.asarray(Image.fromarray(rgb).resize((image_size, image_size), Image.BICUBIC))
+    image = torch.from_numpy(resized / 255.0).permute(2, 0, 1).float()
+    image -= _MEAN
+    image /= _STD
+    return image
+
+
+def _new_state(predictor, num_frames: int) -> dict:
+    """An empty inference state with the fields `SAM2VideoPredictor.init_state` creates.
+
+    Frames are not loaded from a folder: their backbone features are put into
+    `cached_features` by the caller, one target at a time.
+    """
+    device = predictor.device
+    return {
+        "images": None, "num_frames": num_frames,
+        "offload_video_to_cpu": False, "offload_state_to_cpu": False,
+        "video_height": None, "video_width": None,
+        "device": device, "storage_device": device,
+        "point_inputs_per_obj": {}, "mask_inputs_per_obj": {},
+        "cached_features": {}, "constants": {},
+        "obj_id_to_idx": OrderedDict(), "obj_idx_to_id": OrderedDict(), "obj_ids": [],
+        "output_dict_per_obj": {}, "temp_output_dict_per_obj": {}, "frames_tracked_per_obj": {},
+    }
+
+
+def _encode(predictor, state: dict, frame_idx: int, rgb: np.ndarray) -> None:
+    """Run the image encoder on `rgb` and cache its features as frame `frame_idx` (as `_get_image_feature` does)."""
+    image = to_model_input(rgb, predictor.image_size).to(predictor.device).unsqueeze(0)
+    state["cached_features"][frame_idx] = (image, predictor.forward_image(image))
+
+
+def _condition(predictor, state: dict, frame_idx: int, obj: ObjectGuides) -> np.ndarray:
+    """Prompt frame `frame_idx` with one object's guides; returns the (H, W) bool mask it is conditioned on.
+
+    Box and points are SAM 2's box/point prompt. With brush strokes, SAM 2's mask from the
+    box/points (empty without them), plus painted, minus erased pixels becomes the mask prompt.
+    """
+    height, width = state["video_height"], state["video_width"]
+    mask = np.zeros((height, width), dtype=bool)
+    if obj.has_prompt:
+        scale = np.array([width, height], dtype=np.float32)
+        points = labels = box = None
+        if obj.points:
+            points = np.asarray(obj.points, dtype=np.float32) / scale
+            labels = np.asarray(obj.labels, dtype=np.int32)
+        if obj.box is not None:
+            box = np.asarray(obj.box, dtype=np.float32).reshape(2, 2) / scale
+        _, obj_ids, masks = predictor.add_new_points_or_box(
+            state, frame_idx, obj.id, points=points, labels=labels, box=box, normalize_coords=False
+        )
+        mask = (masks[obj_ids.index(obj.id), 0] > 0).cpu().numpy()
+    if obj.paint is None and obj.erase is None:
+        return mask
+    if obj.paint is not None:
+        mask |= obj.paint
+    if obj.erase is not None:
+        mask &= ~obj.erase
+    predictor.add_new_mask(state, frame_idx, obj.id, torch.from_numpy(mask))
+    return mask
+
+
+def _autocast(device: torch.device):
+    # bf16 on CUDA, as SAM 2's own examples run; full precision elsewhere.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class ObjectOutput:
+    """SAM 2's raw output for one object on one frame: (1, 1, S/4, S/4) mask logits and the object-score logit."""
+
+    mask_logits: torch.Tensor
+    score_logit: float
+
+
+class Labeler:
+    """SAM 2 conditioned on guided references; labels targets one at a time.
+
+    memory="refs": every target is frame K right after the K references and attends to the
+    reference memories only, so its labels don't depend on other targets.
+    memory="chain": targets are frames K, K+1, … of one pseudo-video (pass `num_targets`),
+    with SAM 2's memory of recent frames; call `label` in order.
+    """
+
+    def __init__(
+        self,
+        predictor,
+        prompts: PromptSet,
+        memory: str = "refs",
+        threshold: float = 0.0,
+        num_targets: int | None = None,
+    ):
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory mode {memory!r}: choose from {MEMORY_MODES}")
+        if memory == "chain" and not num_targets:
+            raise ValueError("chain mode needs num_targets (the pseudo-video's length)")
+        self.predictor = predictor
+        self.memory = memory
+        self.threshold = threshold
+        self.references = [r for r in prompts.references if r.objects]
+        num_refs = len(self.references)
+        num_frames = num_refs + (1 if memory == "refs" else num_targets)
+        self._state = _new_state(predictor, num_frames)
+        self._next_frame = num_refs
+        with torch.inference_mode(), _autocast(predictor.device):
+            self._condition_on_references()
+
+    @property
+    def object_ids(self) -> list[int]:
+        return list(self._state["obj_ids"])
+
+    def _condition_on_references(self) -> None:
+        state, predictor = self._state, self.predictor
+        for k, ref in enumerate(self.references):
+            _encode(predictor, state, k, read_rgb(ref.image))
+        for k, ref in enumerate(self.references):
+            state["video_height"], state["video_width"] = ref.height, ref.width
+            for obj in ref.objects:
+                _condition(predictor, state, k, obj)
+        # Encode the conditioning memories, then track every object through the references it
+        # is not guided on, exactly as `propagate_in_video` does before reaching the targets.
+        predictor.propagate_in_video_preflight(state)
+        self._upcast_memories()
+        start = min(t for out in state["output_dict_per_obj"].values() for t in out["cond_frame_outputs"])
+        for k in range(start, len(self.references)):
+            self._track(k, store=True)
+        state["cached_features"].clear()
+
+    def _track(self, frame_idx: int, store: bool) -> dict[int, ObjectOutput]:
+        """One frame of `propagate_in_video`: each object's output, memory encoded and kept when `store`."""
+        state, outputs = self._state, {}
+        for obj_idx, obj_id in enumerate(state["obj_ids"]):
+            obj_output_dict = state["output_dict_per_obj"][obj_idx]
+            out = obj_output_dict["cond_frame_outputs"].get(frame_idx)
+            if out is None:
+                out, _ = self.predictor._run_single_frame_inference(
+                    inference_state=state,
+                    output_dict=obj_output_dict,
+                    frame_idx=frame_idx,
+                    batch_size=1,
+                    is_init_cond_frame=False,
+                    point_inputs=None,
+                    mask_inputs=None,
+                    reverse=False,
+                    run_mem_encoder=store,
+                )
+                if store:
+                    obj_output_dict["non_cond_frame_outputs"][frame_idx] = out
+                    self._upcast_memories()
+            outputs[obj_id] = ObjectOutput(out["pred_masks"], float(out["object_score_logits"].item()))
+        return outputs
+
+    def _upcast_memories(self) -> None:
+        """Keep stored memories in float32 where no autocast runs (CPU, MPS).
+
+        SAM 2 stores memories in bf16. Without autocast, memory attention fails on them when no
+        float32 object pointer is concatenated alongside (an object tracked on a reference before
+        the one it is guided on); with a pointer, torch.cat promotes them to float32 exactly as here.
+        """
+        if self.predictor.device.type == "cuda":
+            return
+        for obj_output_dict in self._state["output_dict_per_obj"].values():
+            for outputs in obj_output_dict.values():
+                for out in outputs.values():
+                    if out["maskmem_features"] is not None and out["maskmem_features"].dtype == torch.bfloat16:
+                        out["maskmem_features"] = out["maskmem_features"].float()
+
+    def _forget_old_frames(self, frame_idx: int) -> None:
+        """Drop chain memories no later frame can reach, so memory stays flat over long runs."""
+        p = self.predictor
+        reach = max((p.num_maskmem - 2) * p.memory_temporal_stride_for_eval + 2, p.max_obj_ptrs_in_encoder)
+        for out in self._state["output_dict_per_obj"].values():
+            for t in [t for t in out["non_cond_frame_outputs"] if t <= frame_idx - reach]:
+                del out["non_cond_frame_outputs"][t]
+
+    def predict(self, rgb: np.ndarray) -> dict[int, ObjectOutput]:
+        """SAM 2's raw outputs on one target ((H, W, 3) uint8 RGB), per object ID."""
+        state = self._state
+        frame_idx = self._next_frame
+        if self.memory == "chain" and frame_idx >= state["num_frames"]:
+            raise RuntimeError(f"chain mode was set up for {state['num_frames']} frames")
+        with torch.inference_mode(), _autocast(self.predictor.device):
+            state["cached_features"] = {}
+            _encode(self.predictor, state, frame_idx, rgb)
+            outputs = self._track(frame_idx, store=self.memory == "chain")
+            state["cached_features"] = {}
+        if self.memory == "chain":
+            self._forget_old_frames(frame_idx)
+            self._next_frame += 1
+        return outputs
+
+    def label(self, rgb: np.ndarray) -> list[Detection]:
+        """One `Detection` per object ID on one target, masks at the target's own size."""
+        height, width = rgb.shape[:2]
+        detections = []
+        for obj_id, out in self.predict(rgb).items():
+            # Upsample the low-res logits to the target's size as `_get_orig_video_res_output` does.
+            logits = F.interpolate(
+                out.mask_logits.float(), size=(height, width), mode="bilinear", align_corners=False
+            )
+            mask = (logits[0, 0] > 0).cpu().numpy()
+            present = out.score_logit > self.threshold and bool(mask.any())
+            detections.append(Detection(obj_id, out.score_logit, mask, present))
+        return detections
+
+
+class ReferencePreview:
+    """The mask one object's guides condition the batch on, for a live preview of one reference.
+
+    The image is encoded once; each `mask` call runs only the prompt encoder and mask decoder.
+    Usage: `ReferencePreview(predictor, rgb).mask(ObjectGuides(1, box=(10, 10, 80, 60)))`.
+    """
+
+    def __init__(self, predictor, rgb: np.ndarray):
+        self.predictor = predictor
+        self._state = _new_state(predictor, num_frames=1)
+        self._state["video_height"], self._state["video_width"] = rgb.shape[:2]
+        with torch.inference_mode(), _autocast(predictor.device):
+            _encode(predictor, self._state, 0, rgb)
+
+    def mask(self, obj: ObjectGuides) -> np.ndarray:
+        """(H, W) bool mask, identical to the one the batch conditions object `obj.id` on."""
+        with torch.inference_mode(), _autocast(self.predictor.device):
+            if obj.id in self._state["obj_id_to_idx"]:
+                # Start from a blank frame, as the batch does: no earlier mask feeds the decoder.
+                self.predictor.clear_all_prompts_in_frame(self._state, 0, obj.id, need_output=False)
+            return _condition(self.predictor, self._state, 0, obj)

@@ -1,0 +1,71 @@
+"""Reading images the way people's folders hold them: upright, 8-bit RGB, whatever the file's mode.
+
+Usage: `rgb = read_rgb("photo.jpg")` gives an (H, W, 3) uint8 array in EXIF-upright orientation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+
+class ImageReadError(Exception):
+    """An image file that can't be decoded; the message says why."""
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode.startswith("I"):
+        # 16-bit (or 32-bit integer) grey: scale to 8 bits instead of letting PIL clip at 255.
+        arr = np.asarray(img).astype(np.uint32)
+        if img.mode.startswith("I;16") or arr.max() > 255:
+            arr >>= 8
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+    elif img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode `path` to an upright (H, W, 3) uint8 RGB array, or raise ImageReadError."""
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            return np.asarray(_to_rgb(img)).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"{path}: cannot read image ({e})") from e
+
+
+def upright_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of the image as `read_rgb` returns it, read from the header only."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            orientation = img.getexif().get(ImageOps.ExifTags.Base.Orientation, 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"{path}: cannot read image ({e})") from e
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def list_images(folder: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
+    """Image files directly in `folder` (no sub-folders, no hidden files), sorted by name.
+
+    `exclude` is a folder whose contents are never listed (the output folder, when it lies inside).
+    """
+    folder = Path(folder)
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if excluded is not None and excluded in p.resolve().parents:
+            continue
+        found.append(p)
+    return found

@@ -1,0 +1,72 @@
+"""Shared fixtures: a small untrained SAM 2.1 tiny checkpoint with amplified memory paths, and test images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from labeler.model import build_predictor
+
+IMAGE_SIZE = 256  # small model input keeps the suite fast on 2 CPU cores
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+
+def make_test_checkpoint(path: Path, image_size: int = IMAGE_SIZE) -> Path:
+    """Untrained SAM 2.1 tiny weights whose memory paths are amplified.
+
+    With plain random weights, memories barely change the output, so a test could not tell
+    one object's memory from another's. Scaling the memory encoder's last mask-downsampler conv
+    and memory attention's cross-attention output, and sharpening that attention (its query and
+    key projections), makes objects differ; a positive bias on the object-score head keeps
+    objects visible.
+    """
+    model = build_predictor("tiny", checkpoint="none", image_size=image_size, device="cpu", seed=1)
+    with torch.no_grad():
+        model.memory_encoder.mask_downsampler.encoder[-1].weight.mul_(30.0)
+        for layer in model.memory_attention.layers:
+            layer.cross_attn_image.out_proj.weight.mul_(30.0)
+            layer.cross_attn_image.q_proj.weight.mul_(5.0)
+            layer.cross_attn_image.k_proj.weight.mul_(5.0)
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(3.0)
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_checkpoint(tmp_path_factory) -> Path:
+    return make_test_checkpoint(tmp_path_factory.mktemp("ckpt") / "sam2.1_test_tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def predictor(test_checkpoint):
+    return build_predictor("tiny", checkpoint=test_checkpoint, image_size=IMAGE_SIZE, device="cpu")
+
+
+def synthetic_image(seed: int, size=(320, 240)) -> np.ndarray:
+    """A textured RGB image with a few coloured shapes, different for each seed."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(xx * (1 + c) + yy * (3 - c) + 40 * c) % 256 for c in range(3)], -1).astype(np.float32)
+    img = 0.5 * img + rng.normal(0, 12, img.shape)
+    for _ in range(4):
+        cx, cy, r = rng.integers(0, w), rng.integers(0, h), rng.integers(15, 60)
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.integers(0, 256, 3)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def save_jpeg(rgb: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path, quality=95)
+    return path
+
+
+@pytest.fixture
+def real_data() -> Path:
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real photos not available: {REAL_DATA} is absent (it sits beside the checkout)")
+    return REAL_DATA
