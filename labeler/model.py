@@ -105,16 +105,19 @@ def _load_weights(predictor: torch.nn.Module, path: Path) -> None:
         raise ModelError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {e})") from e
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise ModelError(f"checkpoint {path}: no 'model' state dict inside (not a SAM 2 checkpoint)")
-    missing, unexpected = predictor.load_state_dict(state["model"], strict=False)
-    if missing or unexpected:
-        def few(keys):
-            return ", ".join(keys[:3]) + (f" … ({len(keys)} in all)" if len(keys) > 3 else "")
-        problems = [f"missing keys: {few(missing)}" if missing else "",
-                    f"unexpected keys: {few(unexpected)}" if unexpected else ""]
-        raise ModelError(
-            f"checkpoint {path} does not match the chosen --model config "
-            f"({'; '.join(p for p in problems if p)})"
+    weights, own = state["model"], predictor.state_dict()
+    problems = {
+        "missing keys": [k for k in own if k not in weights],
+        "unexpected keys": [k for k in weights if k not in own],
+        "shape mismatches": [k for k in own if k in weights and weights[k].shape != own[k].shape],
+    }
+    if any(problems.values()):
+        found = "; ".join(
+            f"{what}: {', '.join(keys[:3])}" + (f" … ({len(keys)} in all)" if len(keys) > 3 else "")
+            for what, keys in problems.items() if keys
         )
+        raise ModelError(f"checkpoint {path} does not match the chosen --model config ({found})")
+    predictor.load_state_dict(weights)
 
 
 def download_checkpoint(model: str, dest: Path | None = None) -> Path:

@@ -21,7 +21,8 @@ def make_test_checkpoint(path: Path, image_size: int = IMAGE_SIZE) -> Path:
     With plain random weights, memories barely change the output, so a test could not tell
     one object's memory from another's. Scaling the memory encoder's last mask-downsampler conv
     and memory attention's cross-attention output, and sharpening that attention (its query and
-    key projections), makes objects differ; a positive bias on the object-score head keeps
+    key projections), makes objects differ; scaling the object-pointer projections makes the
+    pointers and their temporal positions count; a positive bias on the object-score head keeps
     objects visible.
     """
     model = build_predictor("tiny", checkpoint="none", image_size=image_size, device="cpu", seed=1)
@@ -31,6 +32,8 @@ def make_test_checkpoint(path: Path, image_size: int = IMAGE_SIZE) -> Path:
             layer.cross_attn_image.out_proj.weight.mul_(30.0)
             layer.cross_attn_image.q_proj.weight.mul_(5.0)
             layer.cross_attn_image.k_proj.weight.mul_(5.0)
+        model.obj_ptr_proj.layers[-1].weight.mul_(10.0)
+        model.obj_ptr_tpos_proj.weight.mul_(30.0)
         model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(3.0)
     torch.save({"model": model.state_dict()}, path)
     return path

@@ -1,0 +1,164 @@
+"""Command line: `python main.py [--headless] ...` and `python main.py download --model tiny`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import runpy
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .model import MODELS, ModelError
+
+log = logging.getLogger("labeler")
+
+
+@dataclass
+class Settings:
+    """Defaults of config.py, overridden by command-line options."""
+
+    reference_dir: str = "refs"
+    target_dir: str = "targets"
+    output_dir: str = "output"
+    prompts: str | None = None
+    model: str = "tiny"
+    checkpoint: str | None = None
+    image_size: int | None = None
+    device: str = "auto"
+    memory: str = "refs"
+    threshold: float = 0.0
+    class_names: dict[int, str] | None = None
+
+    @classmethod
+    def from_config(cls, path: Path | None) -> "Settings":
+        """Read the upper-case names of config.py (REFERENCE_DIR, TARGET_DIR, ...) when it exists."""
+        values = runpy.run_path(str(path)) if path is not None and path.is_file() else {}
+        known = {f.name for f in fields(cls)}
+        return cls(**{k.lower(): v for k, v in values.items() if k.isupper() and k.lower() in known})
+
+    @property
+    def prompts_path(self) -> Path:
+        return Path(self.prompts) if self.prompts else Path(self.output_dir) / "prompts.json"
+
+
+def _parser(settings: Settings) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="main.py",
+        description="Few-shot SAM 2 labeler: guide a few reference images, label every target image.",
+        epilog="Also: `python main.py download --model tiny` fetches a SAM 2.1 checkpoint.",
+    )
+    p.add_argument("--headless", action="store_true", help="no window: label the targets from the saved prompts")
+    p.add_argument("--prompts", default=settings.prompts, help="prompts file (default: OUTPUT/prompts.json)")
+    p.add_argument("--refs", dest="reference_dir", default=settings.reference_dir, help="reference image folder")
+    p.add_argument("--targets", dest="target_dir", default=settings.target_dir, help="target image folder")
+    p.add_argument("--output", dest="output_dir", default=settings.output_dir, help="output folder")
+    p.add_argument("--model", choices=list(MODELS), default=settings.model)
+    p.add_argument("--checkpoint", default=settings.checkpoint, help="checkpoint file, or 'none' for untrained weights")
+    p.add_argument("--image-size", type=int, default=settings.image_size, help="model input size (default 1024)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=settings.device)
+    p.add_argument("--memory", choices=["refs", "chain"], default=settings.memory)
+    p.add_argument("--threshold", type=float, default=settings.threshold, help="object-score logit threshold")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _download(argv: list[str]) -> int:
+    from .model import download_checkpoint
+
+    p = argparse.ArgumentParser(prog="main.py download", description="Fetch Meta's SAM 2.1 checkpoint.")
+    p.add_argument("--model", choices=list(MODELS), default="tiny")
+    args = p.parse_args(argv)
+    try:
+        path = download_checkpoint(args.model)
+    except ModelError as e:
+        log.error("error: %s", e)
+        return 1
+    log.info("saved %s", path)
+    return 0
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ModelError(f"output folder {folder} can't be written: {e.strerror or e}") from e
+
+
+def main(argv: list[str] | None = None, config_path: Path | None = None) -> int:
+    """Run the labeler; returns the process exit code (0 ok, 1 some targets failed, 2 bad input)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["download"]:
+        return _download(argv[1:])
+    settings = Settings.from_config(config_path if config_path is not None else Path("config.py"))
+    args = _parser(settings).parse_args(argv)
+    for name, value in vars(args).items():
+        if hasattr(settings, name):
+            setattr(settings, name, value)
+    if not args.headless:
+        log.error(
+            "error: the interactive SmartSelector is not part of this build yet; "
+            "run with --headless --prompts PROMPTS to label from saved prompts"
+        )
+        return 2
+    try:
+        return _run_headless(settings, progress=not args.quiet)
+    except (ModelError, ValueError, FileNotFoundError) as e:
+        log.error("error: %s", e)
+        return 2
+
+
+def _run_headless(s: Settings, progress: bool) -> int:
+    """Everything that can be checked is checked before the model is built; nothing is written before that."""
+    from .images import list_images
+    from .model import check_checkpoint
+    from .prompts import load_prompts
+
+    prompts_path = s.prompts_path
+    if not prompts_path.is_file():
+        raise FileNotFoundError(
+            f"no prompts file at {prompts_path}: guide the references with `python main.py`, or pass --prompts"
+        )
+    prompts = load_prompts(prompts_path)
+    classes = prompts.classes  # the prompts file is the full record of a run; config names go into it when guiding
+    target_dir, output_dir = Path(s.target_dir), Path(s.output_dir)
+    if not target_dir.is_dir():
+        raise FileNotFoundError(f"target folder {target_dir} does not exist (--targets)")
+    targets = list_images(target_dir, exclude=output_dir)
+    if not targets:
+        raise FileNotFoundError(f"no images in the target folder {target_dir} (--targets)")
+    check_checkpoint(s.model, s.checkpoint)
+    _check_writable(output_dir)
+    return _label(s, prompts, targets, classes, progress)
+
+
+def _label(s: Settings, prompts, targets: list[Path], classes: dict[int, str], progress: bool) -> int:
+    import torch
+
+    from .batch import run_batch
+    from .engine import Labeler
+    from .model import build_predictor, resolve_device
+    from .prompts import save_prompts
+
+    output_dir = Path(s.output_dir)
+    # Record what this batch is conditioned on, so it can be rerun headless.
+    save_prompts(prompts, output_dir / "prompts.json")
+    device = resolve_device(s.device)
+    log.info("SAM 2.1 %s on %s, %d reference(s), %d target(s), memory mode %s",
+             s.model, device, len(prompts.references), len(targets), s.memory)
+    # SAM 2's optional hole-filling needs its CUDA extension, which the rf-sam-2 wheel doesn't
+    # build; SAM 2 then skips that step (it only fills holes of <= 8 pixels) with a long warning.
+    warnings.filterwarnings("ignore", message=r"cannot import name '_C'")
+    predictor = build_predictor(s.model, s.checkpoint, s.image_size, device)
+    torch.set_grad_enabled(False)
+    labeler = Labeler(predictor, prompts, memory=s.memory, threshold=s.threshold, num_targets=len(targets))
+    summary = run_batch(labeler, targets, output_dir, classes, progress=progress)
+    log.info("%s", summary)
+    log.info("results in %s", os.path.abspath(output_dir))
+    return 1 if summary.failed else 0

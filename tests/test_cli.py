@@ -1,0 +1,176 @@
+"""`python main.py --headless` end to end: real photos, the bundled demo, and the ways a run is refused."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import IMAGE_SIZE
+from labeler.batch import output_stems
+from labeler.prompts import ObjectGuides, PromptSet, ReferenceGuides, load_prompts, save_prompts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_main(*args, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--headless", "--quiet", *map(str, args)],
+        cwd=cwd, capture_output=True, text=True, timeout=600,
+    )
+
+
+def read_png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def check_outputs(out: Path, targets: list[Path], object_ids: list[int]) -> list[dict]:
+    """Every output agrees with every other: files, label map, id masks, boxes and results.csv."""
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    for target, stem in zip(targets, output_stems(targets)):
+        target_rows = [r for r in rows if r["image"] == target.name]
+        assert sorted(int(r["id"]) for r in target_rows) == object_ids
+        w, h = Image.open(target).size
+        labels = read_png(out / "labels" / f"{stem}.png")
+        assert labels.shape == (h, w)
+        colors = read_png(out / "masks" / f"{stem}.png")
+        assert colors.shape == (h, w, 3)
+        assert Image.open(out / "overlays" / f"{stem}.jpg").size == (w, h)
+        boxes = {int(line.split()[0]): tuple(map(int, line.split()[1:]))
+                 for line in (out / "bboxes" / f"{stem}.txt").read_text().splitlines()}
+        union = np.zeros((h, w), dtype=bool)
+        for r in target_rows:
+            k = int(r["id"])
+            id_mask_path = out / "id_masks" / f"{stem}_id{k}.png"
+            if r["status"] == "absent":
+                assert not id_mask_path.exists() and k not in boxes and r["area"] == "0"
+                assert not (labels == k).any()
+                continue
+            assert r["status"] == "present"
+            mask = read_png(id_mask_path)
+            assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
+            mask = mask == 255
+            union |= mask
+            assert int(r["area"]) == mask.sum() > 0
+            ys, xs = np.nonzero(mask)
+            extent = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            assert boxes[k] == extent and r["bbox"] == " ".join(map(str, extent))
+            assert not (labels == k)[~mask].any(), "label map pixel outside its id mask"
+        np.testing.assert_array_equal(labels > 0, union)
+        assert set(boxes) == {int(r["id"]) for r in target_rows if r["status"] == "present"}
+    return rows
+
+
+@pytest.fixture
+def real_run(real_data, tmp_path):
+    """Guides from SAM 2's own examples on a bedroom frame and the truck; targets are all real photos."""
+    bedroom, truck = real_data / "bedroom" / "00000.jpg", real_data / "photos" / "truck.jpg"
+    paint = np.zeros((540, 960), dtype=bool)
+    paint[280:330, 170:230] = True
+    prompts = PromptSet([
+        ReferenceGuides(bedroom, 960, 540, [
+            ObjectGuides(1, points=[(210, 350), (250, 220)], labels=[1, 1]),
+            ObjectGuides(2, box=(300, 0, 500, 400)),
+            ObjectGuides(3, points=[(200, 300)], labels=[1], paint=paint),
+            ObjectGuides(4, points=[(400, 150), (100, 500)], labels=[1, 0]),
+        ]),
+        ReferenceGuides(truck, 1800, 1200, [
+            ObjectGuides(1, points=[(500, 375)], labels=[1]),
+            ObjectGuides(5, box=(425, 600, 700, 875)),
+        ]),
+    ], classes={1: "child", 5: "wheel"})
+    prompts_file = tmp_path / "prompts.json"
+    save_prompts(prompts, prompts_file)
+    targets_dir = tmp_path / "targets"
+    targets_dir.mkdir()
+    for p in sorted((real_data / "bedroom").glob("*.jpg")) + sorted((real_data / "photos").glob("*.jpg")):
+        (targets_dir / p.name).symlink_to(p)
+    return prompts, prompts_file, targets_dir
+
+
+def test_headless_labels_the_real_photos(real_run, test_checkpoint, tmp_path):
+    prompts, prompts_file, targets_dir = real_run
+    out = tmp_path / "out"
+    result = run_main("--prompts", prompts_file, "--targets", targets_dir, "--output", out,
+                      "--checkpoint", test_checkpoint, "--image-size", IMAGE_SIZE)
+    assert result.returncode == 0, result.stderr
+    targets = sorted(targets_dir.iterdir())
+    rows = check_outputs(out, targets, [1, 2, 3, 4, 5])
+    assert any(r["status"] == "present" for r in rows)
+    assert {r["class"] for r in rows} == {"child", "object_2", "object_3", "object_4", "wheel"}
+    assert load_prompts(out / "prompts.json") == prompts  # the batch records what it was conditioned on
+    assert "26 targets: 26 labeled, 0 failed" in result.stderr
+
+
+def test_headless_chain_mode_on_a_frame_sequence(real_run, test_checkpoint, tmp_path):
+    _, prompts_file, _ = real_run
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for p in sorted((prompts_file.parent / "targets").iterdir())[:6]:
+        (frames / p.name).symlink_to(p.resolve())
+    out = tmp_path / "out"
+    result = run_main("--prompts", prompts_file, "--targets", frames, "--output", out, "--memory", "chain",
+                      "--checkpoint", test_checkpoint, "--image-size", IMAGE_SIZE)
+    assert result.returncode == 0, result.stderr
+    check_outputs(out, sorted(frames.iterdir()), [1, 2, 3, 4, 5])
+
+
+def test_bundled_demo_runs_with_untrained_weights(tmp_path):
+    out = tmp_path / "out"
+    result = run_main("--prompts", "assets/demo/prompts.json", "--targets", "assets/demo/targets",
+                      "--output", out, "--checkpoint", "none", "--image-size", IMAGE_SIZE)
+    assert result.returncode == 0, result.stderr
+    assert "UNTRAINED SAM 2 WEIGHTS" in result.stderr
+    check_outputs(out, sorted((ROOT / "assets/demo/targets").iterdir()), [1, 2])
+
+
+def test_unreadable_target_is_recorded_and_the_batch_goes_on(test_checkpoint, tmp_path):
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    for p in sorted((ROOT / "assets/demo/targets").iterdir())[:2]:
+        (targets / p.name).symlink_to(p)
+    (targets / "broken.jpg").write_text("not an image")
+    (targets / "a.png").symlink_to(ROOT / "assets/demo/targets/target03.jpg")
+    (targets / "a.jpg").symlink_to(ROOT / "assets/demo/targets/target04.jpg")
+    out = tmp_path / "out"
+    result = run_main("--prompts", "assets/demo/prompts.json", "--targets", targets, "--output", out,
+                      "--checkpoint", test_checkpoint, "--image-size", IMAGE_SIZE)
+    assert result.returncode == 1
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert [r["image"] for r in failed] == ["broken.jpg"] and "cannot read image" in failed[0]["error"]
+    assert not list(out.glob("*/broken*"))
+    good = [p for p in sorted(targets.iterdir()) if p.name != "broken.jpg"]
+    check_outputs(out, good, [1, 2])
+    assert (out / "labels" / "a_png.png").exists() and (out / "labels" / "a_jpg.png").exists()
+    assert "1 failed" in result.stderr
+
+
+def test_invalid_prompts_stop_before_anything_is_written(tmp_path):
+    bad = tmp_path / "prompts.json"
+    bad.write_text('{"version": 1, "references": [{"image": "x.jpg", "width": 10, "height": 10, "objects": []}]}')
+    out = tmp_path / "out"
+    result = run_main("--prompts", bad, "--targets", "assets/demo/targets", "--output", out, "--checkpoint", "none")
+    assert result.returncode == 2
+    assert str(bad) in result.stderr and "reference 1" in result.stderr
+    assert not out.exists()
+
+
+def test_missing_checkpoint_names_the_download_command(tmp_path):
+    out = tmp_path / "out"
+    result = run_main("--prompts", ROOT / "assets/demo/prompts.json", "--targets", ROOT / "assets/demo/targets",
+                      "--output", out, "--model", "small", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "checkpoints/sam2.1_hiera_small.pt" in result.stderr
+    assert "python main.py download --model small" in result.stderr
+    assert not out.exists()
+
+
+def test_missing_prompts_file_says_how_to_make_one(tmp_path):
+    result = run_main("--output", tmp_path / "out", "--targets", "assets/demo/targets", "--checkpoint", "none")
+    assert result.returncode == 2 and "no prompts file" in result.stderr
