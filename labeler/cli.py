@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .errors import UsageError
 from .model import MODELS, ModelError
 
 log = logging.getLogger("labeler")
@@ -52,6 +53,7 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
         epilog="Also: `python main.py download --model tiny` fetches a SAM 2.1 checkpoint.",
     )
     p.add_argument("--headless", action="store_true", help="no window: label the targets from the saved prompts")
+    p.add_argument("--edit", action="store_true", help="reopen the saved prompts' references for changes, then label")
     p.add_argument("--prompts", default=settings.prompts, help="prompts file (default: OUTPUT/prompts.json)")
     p.add_argument("--refs", dest="reference_dir", default=settings.reference_dir, help="reference image folder")
     p.add_argument("--targets", dest="target_dir", default=settings.target_dir, help="target image folder")
@@ -101,64 +103,77 @@ def main(argv: list[str] | None = None, config_path: Path | None = None) -> int:
     for name, value in vars(args).items():
         if hasattr(settings, name):
             setattr(settings, name, value)
-    if not args.headless:
-        log.error(
-            "error: the interactive SmartSelector is not part of this build yet; "
-            "run with --headless --prompts PROMPTS to label from saved prompts"
-        )
-        return 2
     try:
-        return _run_headless(settings, progress=not args.quiet)
-    except (ModelError, ValueError, FileNotFoundError) as e:
+        return _run(settings, interactive=not args.headless, edit=args.edit, progress=not args.quiet)
+    except (UsageError, ValueError, FileNotFoundError) as e:
         log.error("error: %s", e)
         return 2
 
 
-def _run_headless(s: Settings, progress: bool) -> int:
-    """Everything that can be checked is checked before the model is built; nothing is written before that."""
+def _run(s: Settings, interactive: bool, edit: bool, progress: bool) -> int:
+    """Everything that can be checked is checked before the model is built or a window opens."""
     from .images import list_images
     from .model import check_checkpoint
     from .prompts import load_prompts
 
     prompts_path = s.prompts_path
-    if not prompts_path.is_file():
-        raise FileNotFoundError(
-            f"no prompts file at {prompts_path}: guide the references with `python main.py`, or pass --prompts"
-        )
-    prompts = load_prompts(prompts_path)
-    classes = prompts.classes  # the prompts file is the full record of a run; config names go into it when guiding
+    prompts = None
+    if not interactive or edit:
+        if not prompts_path.is_file():
+            raise FileNotFoundError(
+                f"no prompts file at {prompts_path}: guide the references with `python main.py`, or pass --prompts"
+            )
+        prompts = load_prompts(prompts_path)
     target_dir, output_dir = Path(s.target_dir), Path(s.output_dir)
     if not target_dir.is_dir():
         raise FileNotFoundError(f"target folder {target_dir} does not exist (--targets)")
     targets = list_images(target_dir, exclude=output_dir)
     if not targets:
         raise FileNotFoundError(f"no images in the target folder {target_dir} (--targets)")
+    if interactive and not edit:
+        if not Path(s.reference_dir).is_dir():
+            raise FileNotFoundError(f"reference folder {s.reference_dir} does not exist (--refs)")
+        references = list_images(s.reference_dir)
+        if not references:
+            raise FileNotFoundError(f"no images in the reference folder {s.reference_dir} (--refs)")
     check_checkpoint(s.model, s.checkpoint)
     _check_writable(output_dir)
-    return _label(s, prompts, targets, classes, progress)
+    predictor = _build(s)
+    if interactive:
+        from .selector import run_selector
+
+        refs = [r.image for r in prompts.references] if edit else references
+        prompts = run_selector(refs, predictor, dict(s.class_names or {}), prompts_path, existing=prompts)
+        if not prompts.references:
+            raise ValueError("no guides were drawn, so there is nothing to label")
+    return _label(s, predictor, prompts, targets, progress)
 
 
-def _label(s: Settings, prompts, targets: list[Path], classes: dict[int, str], progress: bool) -> int:
+def _build(s: Settings):
+    from .model import build_predictor, resolve_device
+
+    device = resolve_device(s.device)
+    log.info("SAM 2.1 %s on %s", s.model, device)
+    # SAM 2's optional hole-filling needs its CUDA extension, which the rf-sam-2 wheel doesn't
+    # build; SAM 2 then skips that step (it only fills holes of <= 8 pixels) with a long warning.
+    warnings.filterwarnings("ignore", message=r"cannot import name '_C'")
+    return build_predictor(s.model, s.checkpoint, s.image_size, device)
+
+
+def _label(s: Settings, predictor, prompts, targets: list[Path], progress: bool) -> int:
     import torch
 
     from .batch import run_batch
     from .engine import Labeler
-    from .model import build_predictor, resolve_device
     from .prompts import save_prompts
 
     output_dir = Path(s.output_dir)
     # Record what this batch is conditioned on, so it can be rerun headless.
     save_prompts(prompts, output_dir / "prompts.json")
-    device = resolve_device(s.device)
-    log.info("SAM 2.1 %s on %s, %d reference(s), %d target(s), memory mode %s",
-             s.model, device, len(prompts.references), len(targets), s.memory)
-    # SAM 2's optional hole-filling needs its CUDA extension, which the rf-sam-2 wheel doesn't
-    # build; SAM 2 then skips that step (it only fills holes of <= 8 pixels) with a long warning.
-    warnings.filterwarnings("ignore", message=r"cannot import name '_C'")
-    predictor = build_predictor(s.model, s.checkpoint, s.image_size, device)
+    log.info("%d reference(s), %d target(s), memory mode %s", len(prompts.references), len(targets), s.memory)
     torch.set_grad_enabled(False)
     labeler = Labeler(predictor, prompts, memory=s.memory, threshold=s.threshold, num_targets=len(targets))
-    summary = run_batch(labeler, targets, output_dir, classes, progress=progress)
+    summary = run_batch(labeler, targets, output_dir, prompts.classes, progress=progress)
     log.info("%s", summary)
     log.info("results in %s", os.path.abspath(output_dir))
     return 1 if summary.failed else 0

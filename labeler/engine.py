@@ -87,11 +87,18 @@ def _condition(predictor, state: dict, frame_idx: int, obj: ObjectGuides) -> np.
         mask = (masks[obj_ids.index(obj.id), 0] > 0).cpu().numpy()
     if obj.paint is None and obj.erase is None:
         return mask
+    mask = compose_mask(mask, obj)
+    predictor.add_new_mask(state, frame_idx, obj.id, torch.from_numpy(mask))
+    return mask
+
+
+def compose_mask(sam_mask: np.ndarray, obj: ObjectGuides) -> np.ndarray:
+    """SAM 2's mask from the box/points (all False without them), plus painted, minus erased pixels."""
+    mask = sam_mask.copy()
     if obj.paint is not None:
         mask |= obj.paint
     if obj.erase is not None:
         mask &= ~obj.erase
-    predictor.add_new_mask(state, frame_idx, obj.id, torch.from_numpy(mask))
     return mask
 
 

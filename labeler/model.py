@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import UsageError
+
 log = logging.getLogger(__name__)
 
 # Model name -> SAM 2.1 config (inside the sam2 package) and Meta's published checkpoint file.
@@ -26,7 +28,7 @@ CHECKPOINT_DIR = Path("checkpoints")
 UNTRAINED = "none"
 
 
-class ModelError(Exception):
+class ModelError(UsageError):
     """A model that can't be built: missing, corrupt or mismatched checkpoint, unknown device."""
 
 

@@ -1,0 +1,166 @@
+"""The real SmartSelector on the Agg backend, driven by matplotlib events sent through the figure's canvas."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.backend_bases import KeyEvent, MouseEvent  # noqa: E402
+
+from conftest import save_jpeg, synthetic_image  # noqa: E402
+from labeler.engine import ReferencePreview, compose_mask  # noqa: E402
+from labeler.guide_state import GuideState  # noqa: E402
+from labeler.prompts import ObjectGuides  # noqa: E402
+from labeler.selector import SessionInfo, SmartSelector  # noqa: E402
+
+W, H = 320, 240
+
+
+class Driver:
+    """Sends mouse and key events at image coordinates, as a person at the window would."""
+
+    def __init__(self, selector: SmartSelector):
+        self.s = selector
+        self.canvas = selector.fig.canvas
+        self.canvas.draw()
+
+    def _xy(self, x, y, axes=None):
+        return (axes or self.s.ax).transData.transform((x, y))
+
+    def mouse(self, name, x, y, button=None, axes=None):
+        sx, sy = self._xy(x, y, axes)
+        event = MouseEvent(name, self.canvas, sx, sy, button=button)
+        self.canvas.callbacks.process(name, event)
+
+    def click(self, x, y, button=1):
+        self.mouse("button_press_event", x, y, button)
+        self.mouse("button_release_event", x, y, button)
+
+    def drag(self, points, button=1):
+        self.mouse("button_press_event", *points[0], button)
+        for p in points[1:]:
+            self.mouse("motion_notify_event", *p)
+        self.mouse("button_release_event", *points[-1], button)
+
+    def key(self, key, at=None):
+        if at is not None:
+            self.mouse("motion_notify_event", *at)
+        self.canvas.callbacks.process("key_press_event", KeyEvent("key_press_event", self.canvas, key))
+
+
+@pytest.fixture
+def reference(tmp_path):
+    rgb = synthetic_image(100)
+    return save_jpeg(rgb, tmp_path / "ref.jpg"), rgb
+
+
+@pytest.fixture
+def selector(predictor, reference):
+    path, rgb = reference
+    fig = plt.figure(figsize=(10, 6))
+    sel = SmartSelector(fig, path, rgb, ReferencePreview(predictor, rgb),
+                        session=SessionInfo(classes={1: "scratch"}), title="SmartSelector — ref.jpg (1/1)")
+    yield sel
+    plt.close(fig)
+
+
+def _disc(cx, cy, r):
+    yy, xx = np.mgrid[0:H, 0:W]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+def test_drawing_every_kind_of_guide_gives_the_expected_prompts(selector, predictor, reference):
+    d = Driver(selector)
+    d.drag([(40, 30), (120, 100), (200, 180)])          # box for ID 1
+    d.click(120, 100)                                   # positive point
+    d.click(250, 60, button=3)                          # negative point
+    d.key("2")
+    d.key("b")                                          # brush on
+    assert selector.brush
+    d.drag([(60, 200), (100, 200)])                     # paint
+    d.drag([(100, 200), (100, 200)], button=3)          # erase one stamp
+    d.key("b")
+    d.key("3")
+    d.click(280, 30)
+    d.key("d", at=(282, 32))                            # delete the guide nearest the cursor
+    assert selector.state.object(3) is None
+    d.key("u")                                          # undo brings it back
+    assert selector.state.object(3).points == [pytest.approx((280, 30))]
+    d.key("U")                                          # redo deletes it again
+    assert selector.state.object(3) is None
+    d.key("enter")
+
+    result = selector.result
+    assert selector.done and [o.id for o in result.objects] == [1, 2]
+    one, two = result.objects
+    assert one.box == pytest.approx((40, 30, 200, 180))
+    assert one.points == [pytest.approx((120, 100)), pytest.approx((250, 60))] and one.labels == [1, 0]
+    r = GuideState(W, H).brush_radius
+    assert two.paint is not None and two.erase is not None
+    assert two.paint[200, 60] and two.paint[200, 80] and not two.paint[200, 100]
+    assert two.erase[200, 100] and not two.erase[200, 60]
+    assert np.array_equal(two.erase, _disc(100, 200, r))
+    assert (result.width, result.height, result.image) == (W, H, reference[0])
+
+
+def test_shown_masks_are_what_conditions_the_batch(selector, predictor, reference):
+    d = Driver(selector)
+    d.drag([(40, 30), (200, 180)])
+    d.key("b")
+    d.drag([(250, 200), (300, 200)])
+    d.drag([(80, 80), (90, 90)], button=3)
+    obj = selector.state.guides()[0]
+    expected = ReferencePreview(predictor, reference[1]).mask(obj)   # the engine's conditioning mask
+    shown = selector._overlay[..., 3] > 0
+    np.testing.assert_array_equal(shown, expected)
+    d.key("p")                                          # preview off: the brush alone
+    np.testing.assert_array_equal(selector._overlay[..., 3] > 0, compose_mask(np.zeros((H, W), bool), obj))
+
+
+def test_keys_switch_ids_and_brush_size_and_clear(selector):
+    d = Driver(selector)
+    d.key("n")
+    assert selector.state.current_id == 1               # nothing drawn yet: ID 1 is unused
+    d.click(50, 50)
+    d.key("n")
+    assert selector.state.current_id == 2
+    d.click(60, 60, button=3)
+    d.key("r")                                          # clear the current object
+    assert selector.state.ids() == [1]
+    d.key("b")
+    size = selector.state.brush_radius
+    d.key("]")
+    assert selector.state.brush_radius > size
+    d.mouse("scroll_event", 100, 100)                   # no step: smaller
+    d.key("[")
+    assert selector.state.brush_radius < size + 2
+    d.key("h")
+    assert selector.help_text.get_visible()
+
+
+def test_clicking_a_sidebar_slot_selects_its_id(selector):
+    d = Driver(selector)
+    slot_height = min(0.1, 1.0 / len(selector._slot_ids))
+    d.mouse("button_press_event", 0.5, 4.5 * slot_height, button=1, axes=selector.side)  # fifth slot
+    assert selector.state.current_id == 5
+
+
+def test_escape_skips_and_closing_accepts(predictor, reference):
+    path, rgb = reference
+    for key, accepted in (("escape", False), (None, True)):
+        fig = plt.figure()
+        sel = SmartSelector(fig, path, rgb, ReferencePreview(predictor, rgb))
+        d = Driver(sel)
+        d.click(100, 100)
+        if key:
+            d.key(key)
+        else:
+            plt.close(fig)
+            fig.canvas.callbacks.process("close_event", None)
+        assert sel.done and (sel.result is not None) == accepted
+        if accepted:
+            assert sel.result.objects[0].points == [pytest.approx((100, 100))]
