@@ -138,9 +138,12 @@ def _run(s: Settings, interactive: bool, edit: bool, progress: bool) -> int:
             raise FileNotFoundError(f"no images in the reference folder {s.reference_dir} (--refs)")
     check_checkpoint(s.model, s.checkpoint)
     _check_writable(output_dir)
+    if interactive:
+        from .selector import run_selector, use_window_backend
+
+        use_window_backend()  # no display: say so before the model is built
     predictor = _build(s)
     if interactive:
-        from .selector import run_selector
 
         refs = [r.image for r in prompts.references] if edit else references
         prompts = run_selector(refs, predictor, dict(s.class_names or {}), prompts_path, existing=prompts)

@@ -53,7 +53,7 @@ Enter or Q           accept this reference and go on
 Esc                  skip this reference
 Closing the window   accepts it
 H                    this help"""
-MASK_ALPHA = 110  # of 255
+MASK_ALPHA = 0.45  # mask opacity
 DRAG_PIXELS = 5  # a press that moves less than this (screen pixels) is a click
 SLOTS = 9  # sidebar slots always shown
 
@@ -101,7 +101,8 @@ class SmartSelector:
         self._stroking = False
         self._cursor_xy: tuple[float, float] | None = None
         self._on_done = on_done
-        self._overlay = np.zeros((height, width, 4), dtype=np.uint8)
+        # The image with the masks composited in; RGBA, as matplotlib would otherwise add alpha on every draw.
+        self._display = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
         self._build(title)
         self._refresh_masks()
         self._redraw_guides()
@@ -109,6 +110,7 @@ class SmartSelector:
             ("button_press_event", self.on_press), ("button_release_event", self.on_release),
             ("motion_notify_event", self.on_motion), ("scroll_event", self.on_scroll),
             ("key_press_event", self.on_key), ("close_event", self.on_close),
+            ("resize_event", self.on_resize),
         ]:
             figure.canvas.mpl_connect(name, handler)
         if not self.preview_ready:
@@ -127,16 +129,22 @@ class SmartSelector:
             fig.canvas.manager.set_window_title(title)
         self.ax = fig.add_axes((0.005, 0.07, 0.79, 0.88))
         self.ax.set_axis_off()
-        self.ax.imshow(self.rgb, interpolation="antialiased")
-        self.overlay_artist = self.ax.imshow(self._overlay, interpolation="nearest")
+        # The image and its translucent masks are composited into one array, updated only inside
+        # the rectangle a change touches, so a redraw resamples a single image.
+        self.image_artist = self.ax.imshow(self._display, interpolation="antialiased")
         self.ax.set_autoscale_on(False)
         self.side = fig.add_axes((0.80, 0.07, 0.195, 0.88))
         self.side.set_axis_off()
-        self.side.set_xlim(0, 1)
-        self.side.set_ylim(1, 0)
+        # Text is the costliest thing to draw; the sidebar and the controls line change rarely,
+        # so they are rasterised offscreen once per change and drawn as images.
+        self.side_artist = self.side.imshow(np.zeros((2, 2, 3), np.uint8), extent=(0, 1, 1, 0), aspect="auto",
+                                            interpolation="nearest")
+        self.controls = fig.add_axes((0.005, 0.0, 0.99, 0.06))
+        self.controls.set_axis_off()
+        self.controls_artist = self.controls.imshow(_text_raster(CONTROLS, fig, self.controls), aspect="auto",
+                                                    interpolation="nearest")
         self.title_text = fig.text(0.005, 0.985, title, color="white", va="top", fontsize=11, weight="bold")
         self.status_text = fig.text(0.995, 0.985, "", color="#f0c040", va="top", ha="right", fontsize=10)
-        fig.text(0.005, 0.015, CONTROLS, color="#cccccc", fontsize=8, va="bottom", wrap=True)
         self.help_text = self.ax.text(
             0.5, 0.5, HELP, transform=self.ax.transAxes, ha="center", va="center", family="monospace",
             fontsize=9, color="white", bbox={"facecolor": "black", "alpha": 0.85}, visible=False, zorder=10,
@@ -146,7 +154,6 @@ class SmartSelector:
         self.cursor = Circle((0, 0), self.state.brush_radius, fill=False, color="white", linewidth=1, visible=False)
         self.ax.add_patch(self.cursor)
         self._guide_artists: list = []
-        self._side_artists: list = []
 
     # ----- preview ----------------------------------------------------------------------------
     @property
@@ -196,18 +203,28 @@ class SmartSelector:
         )
         return compose_mask(sam[ys, xs], part)
 
+    def shown_mask(self, obj_id: int) -> np.ndarray:
+        """(H, W) bool: where object `obj_id` is drawn (its conditioning mask with the preview on)."""
+        obj = self.state.object(obj_id)
+        return self._shown_mask(obj) if obj is not None else np.zeros(self.rgb.shape[:2], dtype=bool)
+
     def _refresh_masks(self, rect=None) -> None:
-        """Recompose the mask overlay, in `rect` (x0, y0, x1, y1) only when given."""
+        """Recompose the masks over the image, in `rect` (x0, y0, x1, y1) only when given."""
         ys, xs = _slices(rect, self.rgb.shape)
-        region = self._overlay[ys, xs]
-        region[:] = 0
+        image = self.rgb[ys, xs].astype(np.float32)
+        shown = np.zeros(image.shape[:2], dtype=bool)
+        tint = np.zeros_like(image)
         waiting = False
         for obj_id in self.state.ids():
             obj = self.state.object(obj_id)
             if self.preview_on and obj.has_prompt and self._sam_mask(obj) is None:
                 waiting = True
-            region[self._shown_mask(obj, rect)] = (*color_for(obj_id), MASK_ALPHA)
-        self.overlay_artist.set_data(self._overlay)
+            mask = self._shown_mask(obj, rect)
+            tint[mask] = color_for(obj_id)
+            shown |= mask
+        image[shown] += MASK_ALPHA * (tint[shown] - image[shown])
+        self._display[ys, xs, :3] = image.astype(np.uint8)
+        self.image_artist.set_data(self._display)
         if not self.preview_on:
             status = "preview off"
         elif waiting:
@@ -239,38 +256,37 @@ class SmartSelector:
         self._redraw_sidebar()
 
     def _redraw_sidebar(self) -> None:
+        """Rasterise the sidebar: per ID its colour, class name, on how many references, a thumbnail."""
         from matplotlib.patches import Rectangle
 
-        for artist in self._side_artists:
-            artist.remove()
-        self._side_artists = []
         ids = sorted(set(range(1, SLOTS + 1)) | set(self.session.guided_on) | set(self.state.ids())
                      | {self.state.current_id})
         self._slot_ids = ids
-        h = min(0.1, 1.0 / len(ids))
+        h = self.slot_height
         here = set(self.state.ids())
-        for row, obj_id in enumerate(ids):
-            y = row * h
-            current = obj_id == self.state.current_id
-            color = np.array(color_for(obj_id)) / 255
-            if current:
-                self._side_artists.append(self.side.add_patch(
-                    Rectangle((0, y), 1, h, facecolor="#404040", edgecolor="white", linewidth=1)))
-            self._side_artists.append(self.side.add_patch(Rectangle((0.03, y + 0.15 * h), 0.1, 0.7 * h, color=color)))
-            name = self.session.classes.get(obj_id, "")
-            count = self.session.guided_on.get(obj_id, 0) + (obj_id in here)
-            label = f"ID {obj_id}  {name}".rstrip()
-            self._side_artists.append(self.side.text(0.17, y + 0.35 * h, label, color="white", fontsize=9,
-                                                     va="center", weight="bold" if current else "normal"))
-            self._side_artists.append(self.side.text(0.17, y + 0.72 * h, f"on {count} reference(s)",
-                                                     color="#aaaaaa", fontsize=7, va="center"))
-            thumb = self._thumbnail(obj_id)
-            if thumb is not None:
-                self._side_artists.append(
-                    self.side.imshow(thumb, extent=(0.72, 0.97, y + 0.92 * h, y + 0.08 * h), zorder=3))
-        self.side.set_xlim(0, 1)
-        self.side.set_ylim(1, 0)
-        self.side.set_aspect("auto")
+
+        def draw(ax):
+            for row, obj_id in enumerate(ids):
+                y = row * h
+                current = obj_id == self.state.current_id
+                if current:
+                    ax.add_patch(Rectangle((0, y), 1, h, facecolor="#404040", edgecolor="white", linewidth=1))
+                ax.add_patch(Rectangle((0.03, y + 0.15 * h), 0.1, 0.7 * h, color=np.array(color_for(obj_id)) / 255))
+                name = self.session.classes.get(obj_id, "")
+                count = self.session.guided_on.get(obj_id, 0) + (obj_id in here)
+                ax.text(0.17, y + 0.35 * h, f"ID {obj_id}  {name}".rstrip(), color="white", fontsize=9,
+                        va="center", weight="bold" if current else "normal")
+                ax.text(0.17, y + 0.72 * h, f"on {count} reference(s)", color="#aaaaaa", fontsize=7, va="center")
+                thumb = self._thumbnail(obj_id)
+                if thumb is not None:
+                    ax.imshow(thumb, extent=(0.72, 0.97, y + 0.92 * h, y + 0.08 * h), zorder=3)
+
+        self.side_artist.set_data(_raster(draw, self.fig, self.side))
+
+    @property
+    def slot_height(self) -> float:
+        """Height of one sidebar slot, in sidebar axes units (0 at the top, 1 at the bottom)."""
+        return min(0.1, 1.0 / len(self._slot_ids))
 
     def _thumbnail(self, obj_id: int) -> np.ndarray | None:
         """The object's last box (or mask) on this reference, else its thumbnail from an earlier one."""
@@ -285,7 +301,7 @@ class SmartSelector:
     # ----- event handlers: translate events into state changes ---------------------------------
     def on_press(self, event) -> None:
         if event.inaxes is self.side and event.ydata is not None:
-            row = int(event.ydata / min(0.1, 1.0 / len(self._slot_ids)))
+            row = int(event.ydata / self.slot_height)
             if 0 <= row < len(self._slot_ids):
                 self.state.select(self._slot_ids[row])
                 self._changed()
@@ -382,6 +398,11 @@ class SmartSelector:
         elif key in ("[", "]"):
             self._resize_brush(-2 if key == "[" else +2)
 
+    def on_resize(self, event) -> None:
+        # The rasterised panels follow the window's size.
+        self.controls_artist.set_data(_text_raster(CONTROLS, self.fig, self.controls))
+        self._redraw_sidebar()
+
     def on_close(self, event) -> None:
         if not self.done:
             self.accept(close=False)
@@ -443,6 +464,32 @@ def object_thumbnail(rgb: np.ndarray, obj: ObjectGuides, mask: np.ndarray, size:
     return cv2.resize(crop.astype(np.uint8), (size, size), interpolation=cv2.INTER_AREA)
 
 
+def _raster(draw: Callable, fig, axes) -> np.ndarray:
+    """Draw with `draw(ax)` on an offscreen figure the size of `axes` on screen; the pixels as (H, W, 4) uint8."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    bbox = axes.get_window_extent()
+    offscreen = Figure(figsize=(max(bbox.width, 2) / fig.dpi, max(bbox.height, 2) / fig.dpi), dpi=fig.dpi,
+                       facecolor=fig.get_facecolor())
+    ax = offscreen.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(1, 0)
+    draw(ax)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(1, 0)
+    ax.set_aspect("auto")
+    canvas = FigureCanvasAgg(offscreen)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def _text_raster(text: str, fig, axes) -> np.ndarray:
+    return _raster(lambda ax: ax.text(0.0, 0.5, text, color="#cccccc", fontsize=8, va="center", wrap=True),
+                   fig, axes)
+
+
 def _slices(rect, shape) -> tuple[slice, slice]:
     if rect is None:
         return slice(None), slice(None)
@@ -450,7 +497,7 @@ def _slices(rect, shape) -> tuple[slice, slice]:
     return slice(max(0, y0), min(shape[0], y1)), slice(max(0, x0), min(shape[1], x1))
 
 
-def _use_window_backend() -> None:
+def use_window_backend() -> None:
     """Pick an interactive backend (QtAgg where installed, else TkAgg) or explain why there is none."""
     import matplotlib
 
@@ -487,7 +534,7 @@ def run_selector(
 
     `existing` (from `--edit`) pre-fills each reference's guides and keeps references not reopened.
     """
-    _use_window_backend()
+    use_window_backend()
     import matplotlib.pyplot as plt
 
     done = {r.image.resolve(): r for r in existing.references} if existing else {}

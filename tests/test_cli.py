@@ -174,3 +174,27 @@ def test_missing_checkpoint_names_the_download_command(tmp_path):
 def test_missing_prompts_file_says_how_to_make_one(tmp_path):
     result = run_main("--output", tmp_path / "out", "--targets", "assets/demo/targets", "--checkpoint", "none")
     assert result.returncode == 2 and "no prompts file" in result.stderr
+
+
+def test_headless_never_imports_a_gui_backend(tmp_path):
+    code = (
+        "import sys; from labeler.cli import main; "
+        f"rc = main(['--headless', '--quiet', '--prompts', 'assets/demo/prompts.json', '--targets', "
+        f"'assets/demo/targets', '--output', {str(tmp_path / 'out')!r}, '--checkpoint', 'none', '--image-size', '128']); "
+        "gui = [m for m in sys.modules if m in ('matplotlib.pyplot', 'tkinter', 'PyQt5', 'PySide6') "
+        "or m.startswith('matplotlib.backends.backend_')]; print('RC', rc, 'GUI', gui)"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "DISPLAY"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert "RC 0 GUI []" in result.stdout, result.stdout + result.stderr
+
+
+def test_selector_without_a_display_points_to_headless(tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--refs", "assets/demo/refs", "--targets", "assets/demo/targets",
+         "--output", str(tmp_path / "out"), "--checkpoint", "none"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 2
+    assert "needs a display" in result.stderr and "--headless" in result.stderr

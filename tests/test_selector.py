@@ -115,10 +115,13 @@ def test_shown_masks_are_what_conditions_the_batch(selector, predictor, referenc
     d.drag([(80, 80), (90, 90)], button=3)
     obj = selector.state.guides()[0]
     expected = ReferencePreview(predictor, reference[1]).mask(obj)   # the engine's conditioning mask
-    shown = selector._overlay[..., 3] > 0
-    np.testing.assert_array_equal(shown, expected)
+    np.testing.assert_array_equal(selector.shown_mask(1), expected)
+    tinted = (selector._display[..., :3] != reference[1]).any(-1)
+    assert tinted[expected].mean() > 0.95 and not tinted[~expected].any()
     d.key("p")                                          # preview off: the brush alone
-    np.testing.assert_array_equal(selector._overlay[..., 3] > 0, compose_mask(np.zeros((H, W), bool), obj))
+    brush = compose_mask(np.zeros((H, W), bool), obj)
+    np.testing.assert_array_equal(selector.shown_mask(1), brush)
+    assert not (selector._display[..., :3] != reference[1]).any(-1)[~brush].any()
 
 
 def test_keys_switch_ids_and_brush_size_and_clear(selector):
@@ -164,3 +167,54 @@ def test_escape_skips_and_closing_accepts(predictor, reference):
         assert sel.done and (sel.result is not None) == accepted
         if accepted:
             assert sel.result.objects[0].points == [pytest.approx((100, 100))]
+
+
+def test_run_selector_saves_after_each_reference_and_edit_prefills(predictor, tmp_path, monkeypatch):
+    """The session: guides per reference, prompts saved after every accepted one, --edit reopens them."""
+    import labeler.selector as selector_module
+    from labeler.prompts import load_prompts
+
+    refs = [save_jpeg(synthetic_image(300 + i), tmp_path / "refs" / f"r{i}.jpg") for i in range(3)]
+    prompts_path = tmp_path / "out" / "prompts.json"
+    opened: list[SmartSelector] = []
+    actions = iter([
+        lambda d: (d.drag([(20, 20), (120, 90)]), d.key("enter")),          # r0: a box for ID 1
+        lambda d: d.key("escape"),                                          # r1: skipped
+        lambda d: (d.key("2"), d.click(200, 150), d.key("enter")),          # r2: a point for ID 2
+    ])
+    saved_before = []
+
+    class Recording(SmartSelector):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    def show(block=True):
+        saved_before.append(load_prompts(prompts_path).references if prompts_path.exists() else [])
+        sel = opened[-1]
+        sel.wait_for_preview()
+        next(actions)(Driver(sel))
+
+    monkeypatch.setattr(selector_module, "SmartSelector", Recording)
+    monkeypatch.setattr(selector_module, "use_window_backend", lambda: None)
+    monkeypatch.setattr(plt, "show", show)
+    prompts = selector_module.run_selector(refs, predictor, {1: "scratch"}, prompts_path)
+    assert [len(r) for r in saved_before] == [0, 1, 1]         # saved after each accepted reference
+    assert [r.image for r in prompts.references] == [refs[0], refs[2]]
+    assert prompts.classes == {1: "scratch"}
+    assert load_prompts(prompts_path) == prompts
+    assert opened[0].fig.texts[0].get_text().startswith("SmartSelector")
+
+    # --edit: the saved guides come back; a new point is added to ID 1 on the first reference.
+    opened.clear()
+    actions = iter([
+        lambda d: (d.click(60, 50), d.key("enter")),
+        lambda d: d.key("enter"),
+    ])
+    edited = selector_module.run_selector([r.image for r in prompts.references], predictor, {}, prompts_path,
+                                          existing=prompts)
+    assert opened[0].state.object(1).box == pytest.approx((20, 20, 120, 90))
+    first = edited.references[0].objects[0]
+    assert first.box == pytest.approx((20, 20, 120, 90)) and first.points == [pytest.approx((60, 50))]
+    assert edited.references[1] == prompts.references[1]
+    assert opened[1].session.guided_on == {1: 1}               # the sidebar counts the other reference
