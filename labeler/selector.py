@@ -130,9 +130,14 @@ class SmartSelector:
         self.ax = fig.add_axes((0.005, 0.07, 0.79, 0.88))
         self.ax.set_axis_off()
         # The image and its translucent masks are composited into one array, updated only inside
-        # the rectangle a change touches, so a redraw resamples a single image.
+        # the rectangle a change touches. What matplotlib draws is that array resampled to the
+        # screen pixels of the visible part (`_update_view`), so a redraw never resamples more
+        # pixels than the window shows, however large the reference.
         self.image_artist = self.ax.imshow(self._display, interpolation="antialiased")
         self.ax.set_autoscale_on(False)
+        self._view_box = None
+        self.ax.callbacks.connect("xlim_changed", lambda ax: self._update_view())
+        self.ax.callbacks.connect("ylim_changed", lambda ax: self._update_view())
         self.side = fig.add_axes((0.80, 0.07, 0.195, 0.88))
         self.side.set_axis_off()
         # Text is the costliest thing to draw; the sidebar and the controls line change rarely,
@@ -218,13 +223,13 @@ class SmartSelector:
         for obj_id in self.state.ids():
             obj = self.state.object(obj_id)
             if self.preview_on and obj.has_prompt and self._sam_mask(obj) is None:
-                waiting = True
+                waiting = self._preview is not None
             mask = self._shown_mask(obj, rect)
             tint[mask] = color_for(obj_id)
             shown |= mask
         image[shown] += MASK_ALPHA * (tint[shown] - image[shown])
         self._display[ys, xs, :3] = image.astype(np.uint8)
-        self.image_artist.set_data(self._display)
+        self._update_view(rect)
         if not self.preview_on:
             status = "preview off"
         elif waiting:
@@ -232,6 +237,37 @@ class SmartSelector:
         else:
             status = ""
         self.status_text.set_text(status + ("   BRUSH" if self.brush else ""))
+
+    def _update_view(self, rect=None) -> None:
+        """Show the visible part of the composite at screen resolution; only `rect`'s part when given."""
+        import cv2
+
+        height, width = self.rgb.shape[:2]
+        if rect is None or self._view_box is None:
+            (x0, x1), (y1, y0) = self.ax.get_xlim(), self.ax.get_ylim()
+            box = (max(0, int(np.floor(x0 + 0.5))), max(0, int(np.floor(y0 + 0.5))),
+                   min(width, int(np.ceil(x1 + 0.5))), min(height, int(np.ceil(y1 + 0.5))))
+            if box[2] <= box[0] or box[3] <= box[1]:
+                return
+            pixels = self.ax.get_window_extent()
+            scale = min(1.0, pixels.width / max(x1 - x0, 1), pixels.height / max(y1 - y0, 1))
+            self._view_box, self._view_scale = box, scale
+            rect = box
+            size = (max(1, round((box[2] - box[0]) * scale)), max(1, round((box[3] - box[1]) * scale)))
+            self._view = np.zeros((size[1], size[0], 4), dtype=np.uint8)
+            self.image_artist.set_extent((box[0] - 0.5, box[2] - 0.5, box[3] - 0.5, box[1] - 0.5))
+        bx0, by0, bx1, by1 = self._view_box
+        vh, vw = self._view.shape[:2]
+        fx, fy = vw / (bx1 - bx0), vh / (by1 - by0)
+        # View pixels the change touches, and the source block they cover.
+        vx0, vy0 = max(0, int((rect[0] - bx0) * fx)), max(0, int((rect[1] - by0) * fy))
+        vx1, vy1 = min(vw, int(np.ceil((rect[2] - bx0) * fx))), min(vh, int(np.ceil((rect[3] - by0) * fy)))
+        if vx1 > vx0 and vy1 > vy0:
+            src = self._display[by0 + int(vy0 / fy): by0 + int(np.ceil(vy1 / fy)),
+                                bx0 + int(vx0 / fx): bx0 + int(np.ceil(vx1 / fx))]
+            self._view[vy0:vy1, vx0:vx1] = src if src.shape[:2] == (vy1 - vy0, vx1 - vx0) else cv2.resize(
+                src, (vx1 - vx0, vy1 - vy0), interpolation=cv2.INTER_AREA)
+        self.image_artist.set_data(self._view)
 
     # ----- guides and sidebar -------------------------------------------------------------------
     def _redraw_guides(self) -> None:
@@ -399,7 +435,9 @@ class SmartSelector:
             self._resize_brush(-2 if key == "[" else +2)
 
     def on_resize(self, event) -> None:
-        # The rasterised panels follow the window's size.
+        # The view and the rasterised panels follow the window's size.
+        self._view_box = None
+        self._update_view()
         self.controls_artist.set_data(_text_raster(CONTROLS, self.fig, self.controls))
         self._redraw_sidebar()
 

@@ -11,6 +11,7 @@ so, except in CI (CI set), where it fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -56,14 +57,23 @@ def _require(tool: str) -> str:
     return path
 
 
-@pytest.fixture
-def display(tmp_path):
-    """A fresh Xvfb display (a free number picked by Xvfb itself); yields its name, ':N'."""
+def _require_a_display() -> None:
+    """Xvfb, xdotool and tkinter, or skip saying which is missing (fail in CI)."""
+    _require("Xvfb")
     _require("xdotool")
+    try:
+        import tkinter  # noqa: F401
+    except ImportError:
+        _missing("this python has no tkinter (apt-get install python3-tk), so matplotlib can't open a Tk window")
+
+
+@contextlib.contextmanager
+def xvfb(tmp_path: Path):
+    """A fresh Xvfb display (a free number picked by Xvfb itself); yields its name, ':N'."""
     read_end, write_end = os.pipe()
     log = open(tmp_path / "xvfb.log", "wb")
-    xvfb = subprocess.Popen(
-        [_require("Xvfb"), "-displayfd", str(write_end), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
          "-dpi", "96", "-nolisten", "tcp"],
         pass_fds=(write_end,), stdout=log, stderr=subprocess.STDOUT,
     )
@@ -81,12 +91,12 @@ def display(tmp_path):
         yield f":{int(number)}"
     finally:
         os.close(read_end)
-        xvfb.terminate()
+        server.terminate()
         try:
-            xvfb.wait(10)
+            server.wait(10)
         except subprocess.TimeoutExpired:
-            xvfb.kill()
-            xvfb.wait()
+            server.kill()
+            server.wait()
         log.close()
 
 
@@ -200,6 +210,8 @@ def image_extent(shot: np.ndarray, layout: Layout) -> tuple[int, int, int, int]:
     x0, y0, x1, y1 = (int(round(v)) for v in layout.axes_box)
     region = shot[y0 - 1:y1 + 1, :x1 + 2].astype(int)
     content = np.abs(region - BACKGROUND).max(axis=-1) > 12
+    if not content.any():
+        return (0, 0, 0, 0)
     ys, xs = np.nonzero(content)
     return int(xs.min()), int(ys.min()) + y0 - 1, int(xs.max()) + 1, int(ys.max()) + y0 - 1 + 1
 
@@ -257,45 +269,53 @@ def open_reference(screen: Screen, name: str, index: int, count: int, tmp_path: 
     return window, layout
 
 
-def test_guiding_references_in_the_window_then_labeling(display, tmp_path):
-    try:
-        import tkinter  # noqa: F401
-    except ImportError:
-        _missing("this python has no tkinter (apt-get install python3-tk), so matplotlib can't open a Tk window")
+def test_guiding_references_in_the_window_then_labeling(tmp_path):
+    _require_a_display()
+    references = sorted(p.name for p in REFS.iterdir())
+    assert len(references) == 2
     out = tmp_path / "out"
     program_log = tmp_path / "main.log"
-    with open(program_log, "wb") as log:
+    start = time.monotonic()
+
+    def step(what: str) -> None:  # timings, shown with the output of a failure (or with -s)
+        print(f"{time.monotonic() - start:5.1f} s  {what}")
+
+    with xvfb(tmp_path) as display, open(program_log, "wb") as log:
         program = subprocess.Popen(
-            [sys.executable, str(ROOT / "main.py"), "--refs", str(REFS), "--targets", str(TARGETS), "--output", str(out),
-             "--checkpoint", "none", "--image-size", "256", "--quiet"],
+            [sys.executable, str(ROOT / "main.py"), "--refs", str(REFS), "--targets", str(TARGETS),
+             "--output", str(out), "--checkpoint", "none", "--image-size", "256", "--quiet"],
             cwd=ROOT, env={**os.environ, "DISPLAY": display, "MPLBACKEND": "TkAgg"},
             stdout=log, stderr=subprocess.STDOUT,
         )
-    screen = Screen(display, program, program_log)
-    references = sorted(p.name for p in REFS.iterdir())
-    assert len(references) == 2
-    try:
-        for index, name in enumerate(references, 1):
-            window, layout = open_reference(screen, name, index, len(references), tmp_path)
-            guide(screen, window, layout)
-            shot = screen.settled()[:WINDOW[1], :WINDOW[0]]
-            Image.fromarray(shot).save(tmp_path / f"window{index}_guided.png")
-            check_image_fills_left_part(shot, layout)
-            screen.key(window, "Return")
-            # Each accepted reference is saved at once.
-            deadline = time.monotonic() + 15
-            while not (out / "prompts.json").is_file() or len(load_prompts(out / "prompts.json").references) < index:
-                assert time.monotonic() < deadline, f"prompts.json not saved after Enter:\n{screen.program_output()}"
-                assert program.poll() is None, f"main.py exited early:\n{screen.program_output()}"
-                time.sleep(0.2)
+        screen = Screen(display, program, program_log)
         try:
-            code = program.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"main.py did not finish labeling within 90 s:\n{screen.program_output()}")
-    finally:
-        if program.poll() is None:
-            program.kill()
-            program.wait()
+            for index, name in enumerate(references, 1):
+                step(f"waiting for the window of {name}")
+                window, layout = open_reference(screen, name, index, len(references), tmp_path)
+                step("window open, drawing")
+                guide(screen, window, layout)
+                shot = screen.settled()[:WINDOW[1], :WINDOW[0]]
+                Image.fromarray(shot).save(tmp_path / f"window{index}_guided.png")
+                check_image_fills_left_part(shot, layout)
+                step("guides drawn, Enter")
+                screen.key(window, "Return")
+                # Each accepted reference is saved at once.
+                deadline = time.monotonic() + 15
+                saved = out / "prompts.json"
+                while not saved.is_file() or len(load_prompts(saved).references) < index:
+                    assert time.monotonic() < deadline, f"prompts.json not saved after Enter:\n{screen.program_output()}"
+                    assert program.poll() is None, f"main.py exited early:\n{screen.program_output()}"
+                    time.sleep(0.2)
+            step("labeling the targets")
+            try:
+                code = program.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"main.py did not finish labeling within 90 s:\n{screen.program_output()}")
+        finally:
+            if program.poll() is None:
+                program.kill()
+                program.wait()
+    step("done")
     assert code == 0, screen.program_output()
 
     prompts = load_prompts(out / "prompts.json")
@@ -317,7 +337,6 @@ def test_guiding_references_in_the_window_then_labeling(display, tmp_path):
         assert not second.paint[~near_stroke].any(), "paint outside the stroke"
         for x, y in STROKE:
             assert second.paint[y, x]
-    assert "2 object(s) on ref1.jpg" in screen.program_output()
 
     check_outputs(out, sorted(TARGETS.iterdir()), [1, 2])
     assert "6 targets: 6 labeled, 0 failed" in screen.program_output()
