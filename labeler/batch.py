@@ -1,44 +1,56 @@
-"""Running a batch: targets are read ahead, labeled one at a time, and written behind.
+"""Running a batch: targets are read ahead, labeled one at a time, written behind, and recorded.
 
-Usage: `summary = run_batch(labeler, list_images("targets"), Path("output"), classes)`.
+A rerun skips targets the output folder's manifest records as labeled with the same fingerprint;
+a stop request (SIGINT, SIGTERM) ends the batch after the current target with every record saved.
+
+Usage: `summary = run_batch(labeler, list_images("targets"), Path("output"), classes, fingerprint)`.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .engine import Labeler
+from .files import remove_temp_files
 from .images import ImageReadError, read_rgb
+from .manifest import Manifest
 from .writers import ResultsTable, TargetWriter
 
 log = logging.getLogger(__name__)
 PREFETCH = 2  # targets decoded ahead of the model; also the most writes left pending
+SAVE_EVERY = 2.0  # seconds between saves of manifest.json and results.csv during a batch
 
 
 @dataclass
 class BatchSummary:
-    """What a run did: counts, per-ID presence, time."""
+    """What a run did: counts, per-ID presence over all targets, time."""
 
     targets: int
     labeled: int
+    skipped: int
     failed: int
     present: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
+    interrupted: bool = False
 
     def __str__(self) -> str:
         rate = self.labeled / self.seconds if self.seconds > 0 else 0.0
         found = ", ".join(f"ID {k}: {n}" for k, n in sorted(self.present.items())) or "none"
         return (
-            f"{self.targets} targets: {self.labeled} labeled, {self.failed} failed; "
-            f"objects found on ({found}); {self.seconds:.1f} s, {rate:.2f} images/s"
+            f"{self.targets} targets: {self.labeled} labeled, {self.skipped} already labeled, {self.failed} failed"
+            f"{' (interrupted)' if self.interrupted else ''}; objects found on ({found}); "
+            f"{self.seconds:.1f} s, {rate:.2f} images/s"
         )
 
 
@@ -48,43 +60,103 @@ def output_stems(targets: list[Path]) -> list[str]:
     return [p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in targets]
 
 
+def label_with_retry(labeler: Labeler, rgb) -> list:
+    """`labeler.label`, retried once after freeing memory when the GPU runs out of it."""
+    try:
+        return labeler.label(rgb)
+    except torch.OutOfMemoryError:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.warning("out of GPU memory; freed what could be freed and retrying this target once")
+        return labeler.label(rgb)
+
+
 def run_batch(
     labeler: Labeler,
     targets: list[Path],
     output_dir: Path,
     classes: dict[int, str],
+    run_fingerprint: str,
+    force: bool = False,
     progress: bool = True,
+    stop: threading.Event | None = None,
 ) -> BatchSummary:
-    """Label every target, write its files under `output_dir`, and results.csv at the end."""
+    """Label the targets not yet labeled with `run_fingerprint` (all with `force`), then write results.csv."""
     start = time.perf_counter()
+    manifest = Manifest.load(output_dir / "manifest.json")
+    stems = output_stems(targets)
+    todo = [i for i, (t, s) in enumerate(zip(targets, stems)) if force or not manifest.is_done(t, s, run_fingerprint)]
+    if labeler.memory == "chain" and 0 < len(todo) < len(targets):
+        log.info("chain mode: %d of %d targets are labeled already, but a chain can't resume mid-way; "
+                 "labeling the whole chain again", len(targets) - len(todo), len(targets))
+        todo = list(range(len(targets)))
+    remove_temp_files(output_dir)  # what a killed run may have left
     writer = TargetWriter(output_dir, classes)
-    table = ResultsTable(classes)
-    pending: deque[Future] = deque()
+    labeled = failed = 0
+    interrupted = False
+    last_save = time.monotonic()
+
+    def rows_of(name, detections=None, reason=None):
+        table = ResultsTable(classes)
+        table.add_target(name, detections) if reason is None else table.add_failure(name, reason)
+        return table.rows
+
+    def save():
+        manifest.save()
+        table = ResultsTable(classes)
+        table.rows = manifest.rows(targets)
+        table.write(output_dir / "results.csv")
+
+    pending: deque = deque()  # (write future, target index, rows): recorded once the files are written
+
+    def finish_oldest():
+        future, i, rows = pending.popleft()
+        future.result()
+        manifest.record(targets[i], stems[i], run_fingerprint, "labeled", rows)
+
     with ThreadPoolExecutor(1, "read") as reader, ThreadPoolExecutor(1, "write") as writes, logging_redirect_tqdm():
-        reads = deque(reader.submit(read_rgb, p) for p in targets[:PREFETCH])
-        bar = tqdm(zip(targets, output_stems(targets)), total=len(targets), unit="img", disable=not progress)
-        for i, (path, stem) in enumerate(bar):
-            if i + PREFETCH < len(targets):
-                reads.append(reader.submit(read_rgb, targets[i + PREFETCH]))
-            try:
-                rgb = reads.popleft().result()
-            except ImageReadError as e:
-                log.error("skipped %s", e)
-                table.add_failure(path.name, str(e).removeprefix(f"{path}: "))
-                continue
-            detections = labeler.label(rgb)
-            table.add_target(path.name, detections)
-            pending.append(writes.submit(writer.write, stem, rgb, detections))
-            while len(pending) > PREFETCH:
-                pending.popleft().result()
-        for f in pending:
-            f.result()
-    table.write(output_dir / "results.csv")
-    present = table.present_counts()
+        reads = deque(reader.submit(read_rgb, targets[i]) for i in todo[:PREFETCH])
+        try:
+            for n, i in enumerate(tqdm(todo, unit="img", disable=not progress)):
+                if stop is not None and stop.is_set():
+                    interrupted = True
+                    break
+                if n + PREFETCH < len(todo):
+                    reads.append(reader.submit(read_rgb, targets[todo[n + PREFETCH]]))
+                path = targets[i]
+                try:
+                    rgb = reads.popleft().result()
+                    detections = label_with_retry(labeler, rgb)
+                except (ImageReadError, torch.OutOfMemoryError) as e:
+                    reason = str(e).removeprefix(f"{path}: ")
+                    if isinstance(e, torch.OutOfMemoryError):
+                        reason = "out of GPU memory, twice (try a smaller --image-size or another device)"
+                    log.error("skipped %s: %s", path.name, reason)
+                    manifest.record(path, stems[i], run_fingerprint, "failed", rows_of(path.name, reason=reason))
+                    failed += 1
+                    continue
+                pending.append((writes.submit(writer.write, stems[i], rgb, detections), i,
+                                rows_of(path.name, detections)))
+                labeled += 1
+                while len(pending) > PREFETCH:
+                    finish_oldest()
+                if time.monotonic() - last_save > SAVE_EVERY:
+                    save()
+                    last_save = time.monotonic()
+        finally:
+            for f in reads:
+                f.cancel()
+            while pending:
+                finish_oldest()
+            save()
+    counts = Counter(int(r["id"]) for r in manifest.rows(targets) if r["status"] == "present")
     return BatchSummary(
         targets=len(targets),
-        labeled=len(targets) - table.failures,
-        failed=table.failures,
-        present={k: present.get(k, 0) for k in labeler.object_ids},
+        labeled=labeled,
+        skipped=len(targets) - len(todo),
+        failed=failed,
+        present={k: counts.get(k, 0) for k in labeler.object_ids},
         seconds=time.perf_counter() - start,
+        interrupted=interrupted,
     )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import runpy
+import signal
 import sys
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -64,6 +67,7 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=settings.device)
     p.add_argument("--memory", choices=["refs", "chain"], default=settings.memory)
     p.add_argument("--threshold", type=float, default=settings.threshold, help="object-score logit threshold")
+    p.add_argument("--force", action="store_true", help="relabel every target, even those already labeled")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -104,13 +108,17 @@ def main(argv: list[str] | None = None, config_path: Path | None = None) -> int:
         if hasattr(settings, name):
             setattr(settings, name, value)
     try:
-        return _run(settings, interactive=not args.headless, edit=args.edit, progress=not args.quiet)
+        return _run(settings, interactive=not args.headless, edit=args.edit, progress=not args.quiet,
+                    force=args.force)
     except (UsageError, ValueError, FileNotFoundError) as e:
         log.error("error: %s", e)
         return 2
+    except KeyboardInterrupt:
+        log.error("interrupted; run the same command again to resume")
+        return 130
 
 
-def _run(s: Settings, interactive: bool, edit: bool, progress: bool) -> int:
+def _run(s: Settings, interactive: bool, edit: bool, progress: bool, force: bool) -> int:
     """Everything that can be checked is checked before the model is built or a window opens."""
     from .images import list_images
     from .model import check_checkpoint
@@ -127,7 +135,7 @@ def _run(s: Settings, interactive: bool, edit: bool, progress: bool) -> int:
     target_dir, output_dir = Path(s.target_dir), Path(s.output_dir)
     if not target_dir.is_dir():
         raise FileNotFoundError(f"target folder {target_dir} does not exist (--targets)")
-    targets = list_images(target_dir, exclude=output_dir)
+    targets = list_images(target_dir)
     if not targets:
         raise FileNotFoundError(f"no images in the target folder {target_dir} (--targets)")
     if interactive and not edit:
@@ -149,7 +157,7 @@ def _run(s: Settings, interactive: bool, edit: bool, progress: bool) -> int:
         prompts = run_selector(refs, predictor, dict(s.class_names or {}), prompts_path, existing=prompts)
         if not prompts.references:
             raise ValueError("no guides were drawn, so there is nothing to label")
-    return _label(s, predictor, prompts, targets, progress)
+    return _label(s, predictor, prompts, targets, progress, force)
 
 
 def _build(s: Settings):
@@ -163,7 +171,7 @@ def _build(s: Settings):
     return build_predictor(s.model, s.checkpoint, s.image_size, device)
 
 
-def _label(s: Settings, predictor, prompts, targets: list[Path], progress: bool) -> int:
+def _label(s: Settings, predictor, prompts, targets: list[Path], progress: bool, force: bool) -> int:
     import torch
 
     from .batch import run_batch
@@ -176,7 +184,54 @@ def _label(s: Settings, predictor, prompts, targets: list[Path], progress: bool)
     log.info("%d reference(s), %d target(s), memory mode %s", len(prompts.references), len(targets), s.memory)
     torch.set_grad_enabled(False)
     labeler = Labeler(predictor, prompts, memory=s.memory, threshold=s.threshold, num_targets=len(targets))
-    summary = run_batch(labeler, targets, output_dir, prompts.classes, progress=progress)
+    with _stop_on_signals() as stop:
+        summary = run_batch(labeler, targets, output_dir, prompts.classes, _fingerprint(s, predictor, prompts),
+                            force=force, progress=progress, stop=stop)
     log.info("%s", summary)
     log.info("results in %s", os.path.abspath(output_dir))
+    if summary.interrupted:
+        log.error("interrupted: results.csv and manifest.json are up to date; "
+                  "run the same command again to label the remaining targets")
+        return 128 + stop.signum
     return 1 if summary.failed else 0
+
+
+def _fingerprint(s: Settings, predictor, prompts) -> str:
+    """Everything a target's outputs depend on, besides the target file itself."""
+    from .manifest import file_identity, fingerprint
+    from .model import check_checkpoint
+    from .prompts import prompts_to_dict
+
+    checkpoint = check_checkpoint(s.model, s.checkpoint)
+    return fingerprint(
+        prompts=prompts_to_dict(prompts, base_dir=Path(os.sep)),  # absolute image paths
+        references=[file_identity(r.image) for r in prompts.references],
+        model=s.model,
+        checkpoint=f"{checkpoint.resolve()}:{file_identity(checkpoint)}" if checkpoint else "untrained",
+        image_size=predictor.image_size,
+        device=predictor.device.type,
+        memory=s.memory,
+        threshold=s.threshold,
+    )
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGINT or SIGTERM asks the batch to stop after the current target; a second one stops at once."""
+    stop = threading.Event()
+    stop.signum = 0
+
+    def request_stop(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.signum = signum
+        stop.set()
+        log.warning("%s: stopping after the current target (press Ctrl-C again to stop at once)",
+                    signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

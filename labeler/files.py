@@ -24,3 +24,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Text (UTF-8) version of `atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_temp_files(folder: str | os.PathLike) -> int:
+    """Delete temporary files an interrupted `atomic_write_bytes` left in `folder` and its sub-folders."""
+    removed = 0
+    for tmp in Path(folder).glob("**/.*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# Photos of up to 300 megapixels open without PIL's decompression-bomb warning (its default is 89).
+Image.MAX_IMAGE_PIXELS = 300_000_000
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
@@ -39,7 +42,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
             return np.asarray(_to_rgb(img)).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except _DECODE_ERRORS as e:
         raise ImageReadError(f"{path}: cannot read image ({e})") from e
 
 
@@ -49,23 +52,15 @@ def upright_size(path: str | os.PathLike) -> tuple[int, int]:
         with Image.open(path) as img:
             w, h = img.size
             orientation = img.getexif().get(ImageOps.ExifTags.Base.Orientation, 1)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except _DECODE_ERRORS as e:
         raise ImageReadError(f"{path}: cannot read image ({e})") from e
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
-def list_images(folder: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Path]:
-    """Image files directly in `folder` (no sub-folders, no hidden files), sorted by name.
-
-    `exclude` is a folder whose contents are never listed (the output folder, when it lies inside).
-    """
-    folder = Path(folder)
-    excluded = Path(exclude).resolve() if exclude is not None else None
-    found = []
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        if excluded is not None and excluded in p.resolve().parents:
-            continue
-        found.append(p)
-    return found
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly in `folder`, sorted by name: no sub-folders (so an output folder inside
+    the target folder is never labeled), no hidden files."""
+    return [
+        p for p in sorted(Path(folder).iterdir())
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    ]

@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import IMAGE_SIZE
 from labeler.batch import output_stems
+from labeler.images import upright_size
 from labeler.prompts import ObjectGuides, PromptSet, ReferenceGuides, load_prompts, save_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ def check_outputs(out: Path, targets: list[Path], object_ids: list[int]) -> list
     for target, stem in zip(targets, output_stems(targets)):
         target_rows = [r for r in rows if r["image"] == target.name]
         assert sorted(int(r["id"]) for r in target_rows) == object_ids
-        w, h = Image.open(target).size
+        w, h = upright_size(target)
         labels = read_png(out / "labels" / f"{stem}.png")
         assert labels.shape == (h, w)
         colors = read_png(out / "masks" / f"{stem}.png")
@@ -104,7 +105,7 @@ def test_headless_labels_the_real_photos(real_run, test_checkpoint, tmp_path):
     assert any(r["status"] == "present" for r in rows)
     assert {r["class"] for r in rows} == {"child", "object_2", "object_3", "object_4", "wheel"}
     assert load_prompts(out / "prompts.json") == prompts  # the batch records what it was conditioned on
-    assert "26 targets: 26 labeled, 0 failed" in result.stderr
+    assert "26 targets: 26 labeled, 0 already labeled, 0 failed" in result.stderr
 
 
 def test_headless_chain_mode_on_a_frame_sequence(real_run, test_checkpoint, tmp_path):

@@ -54,11 +54,11 @@ def test_unreadable_files_raise_a_clear_error(tmp_path):
             read_rgb(tmp_path / name)
 
 
-def test_list_images_skips_hidden_files_folders_and_the_output(tmp_path):
+def test_list_images_skips_hidden_files_and_folders(tmp_path):
     for name in ("b.jpg", "a.PNG", ".hidden.jpg", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "c.jpg").write_bytes(b"x")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "d.jpg").write_bytes(b"x")
-    assert [p.name for p in list_images(tmp_path, exclude=tmp_path / "out")] == ["a.PNG", "b.jpg"]
+    assert [p.name for p in list_images(tmp_path)] == ["a.PNG", "b.jpg"]

@@ -14,7 +14,6 @@ from matplotlib.backend_bases import KeyEvent, MouseEvent  # noqa: E402
 from conftest import save_jpeg, synthetic_image  # noqa: E402
 from labeler.engine import ReferencePreview, compose_mask  # noqa: E402
 from labeler.guide_state import GuideState  # noqa: E402
-from labeler.prompts import ObjectGuides  # noqa: E402
 from labeler.selector import SessionInfo, SmartSelector  # noqa: E402
 
 W, H = 320, 240

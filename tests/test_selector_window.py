@@ -339,4 +339,4 @@ def test_guiding_references_in_the_window_then_labeling(tmp_path):
             assert second.paint[y, x]
 
     check_outputs(out, sorted(TARGETS.iterdir()), [1, 2])
-    assert "6 targets: 6 labeled, 0 failed" in screen.program_output()
+    assert "6 targets: 6 labeled, 0 already labeled, 0 failed" in screen.program_output()
