@@ -25,6 +25,19 @@ DEVICE = "auto"
 MEMORY = "refs"
 # An object is present on a target when its object-score logit exceeds this (`--threshold`).
 THRESHOLD = 0.0
+# Targets per forward in "refs" mode (`--batch-size`); more than 1 pays off on a GPU.
+BATCH_SIZE = 1
 
 # Class name per object ID, used in the selector, overlays, results.csv and exports.
 CLASS_NAMES = {1: "disc", 2: "square"}
+
+# Dataset exports written after each finished batch (`--formats`): any of "coco", "yolo".
+# report.png (the review sheet) is written either way. See README "Exports and the review sheet".
+FORMATS = []
+
+# Optional 3D meshes with SAM 3D Objects, installed separately (see README "SAM 3D meshes").
+# MESH = True is `--mesh`; MESH_LIMIT = N keeps the N best-scoring objects per ID (`--mesh-limit`);
+# SAM3D_CONFIG is its checkpoints/hf/pipeline.yaml (`--sam3d-config`).
+MESH = False
+MESH_LIMIT = None
+SAM3D_CONFIG = None

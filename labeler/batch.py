@@ -60,16 +60,37 @@ def output_stems(targets: list[Path]) -> list[str]:
     return [p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in targets]
 
 
-def label_with_retry(labeler: Labeler, rgb) -> list:
-    """`labeler.label`, retried once after freeing memory when the GPU runs out of it."""
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def label_chunk(labeler: Labeler, rgbs: list) -> list:
+    """Detections for each image, or None for one that ran out of GPU memory twice.
+
+    On running out of memory, what can be freed is freed and each image is retried once, alone.
+    """
     try:
-        return labeler.label(rgb)
+        return labeler.label_many(rgbs)
     except torch.OutOfMemoryError:
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        log.warning("out of GPU memory; freed what could be freed and retrying this target once")
-        return labeler.label(rgb)
+        _free_memory()
+        log.warning("out of GPU memory; freed what could be freed and retrying once, one target at a time")
+    results = []
+    for rgb in rgbs:
+        try:
+            results.append(labeler.label(rgb))
+        except torch.OutOfMemoryError:
+            _free_memory()
+            results.append(None)
+    return results
+
+
+def _record_failure(manifest: Manifest, target: Path, stem: str, run_fingerprint: str, classes, reason: str) -> None:
+    log.error("skipped %s: %s", target.name, reason)
+    table = ResultsTable(classes)
+    table.add_failure(target.name, reason)
+    manifest.record(target, stem, run_fingerprint, "failed", table.rows)
 
 
 def run_batch(
@@ -81,8 +102,12 @@ def run_batch(
     force: bool = False,
     progress: bool = True,
     stop: threading.Event | None = None,
+    batch_size: int = 1,
 ) -> BatchSummary:
-    """Label the targets not yet labeled with `run_fingerprint` (all with `force`), then write results.csv."""
+    """Label the targets not yet labeled with `run_fingerprint` (all with `force`), then write results.csv.
+
+    batch_size: targets per forward (refs mode; chain mode runs one at a time).
+    """
     start = time.perf_counter()
     manifest = Manifest.load(output_dir / "manifest.json")
     stems = output_stems(targets)
@@ -97,9 +122,9 @@ def run_batch(
     interrupted = False
     last_save = time.monotonic()
 
-    def rows_of(name, detections=None, reason=None):
+    def rows_of(name, detections):
         table = ResultsTable(classes)
-        table.add_target(name, detections) if reason is None else table.add_failure(name, reason)
+        table.add_target(name, detections)
         return table.rows
 
     def save():
@@ -115,36 +140,44 @@ def run_batch(
         future.result()
         manifest.record(targets[i], stems[i], run_fingerprint, "labeled", rows)
 
+    chunk = batch_size if labeler.memory == "refs" else 1
+    ahead = max(PREFETCH, chunk)
     with ThreadPoolExecutor(1, "read") as reader, ThreadPoolExecutor(1, "write") as writes, logging_redirect_tqdm():
-        reads = deque(reader.submit(read_rgb, targets[i]) for i in todo[:PREFETCH])
+        reads = deque(reader.submit(read_rgb, targets[i]) for i in todo[:ahead])
+        bar = tqdm(total=len(todo), unit="img", disable=not progress)
         try:
-            for n, i in enumerate(tqdm(todo, unit="img", disable=not progress)):
+            for n in range(0, len(todo), chunk):
                 if stop is not None and stop.is_set():
                     interrupted = True
                     break
-                if n + PREFETCH < len(todo):
-                    reads.append(reader.submit(read_rgb, targets[todo[n + PREFETCH]]))
-                path = targets[i]
-                try:
-                    rgb = reads.popleft().result()
-                    detections = label_with_retry(labeler, rgb)
-                except (ImageReadError, torch.OutOfMemoryError) as e:
-                    reason = str(e).removeprefix(f"{path}: ")
-                    if isinstance(e, torch.OutOfMemoryError):
-                        reason = "out of GPU memory, twice (try a smaller --image-size or another device)"
-                    log.error("skipped %s: %s", path.name, reason)
-                    manifest.record(path, stems[i], run_fingerprint, "failed", rows_of(path.name, reason=reason))
-                    failed += 1
-                    continue
-                pending.append((writes.submit(writer.write, stems[i], rgb, detections), i,
-                                rows_of(path.name, detections)))
-                labeled += 1
-                while len(pending) > PREFETCH:
+                batch = todo[n : n + chunk]
+                for i in todo[n + ahead : n + ahead + len(batch)]:
+                    reads.append(reader.submit(read_rgb, targets[i]))
+                images = {}
+                for i in batch:
+                    try:
+                        images[i] = reads.popleft().result()
+                    except ImageReadError as e:
+                        _record_failure(manifest, targets[i], stems[i], run_fingerprint, classes,
+                                        str(e).removeprefix(f"{targets[i]}: "))
+                        failed += 1
+                for i, detections in zip(images, label_chunk(labeler, list(images.values())) if images else []):
+                    if detections is None:
+                        _record_failure(manifest, targets[i], stems[i], run_fingerprint, classes,
+                                        "out of GPU memory, twice (try a smaller --image-size or --batch-size)")
+                        failed += 1
+                        continue
+                    pending.append((writes.submit(writer.write, stems[i], images[i], detections), i,
+                                    rows_of(targets[i].name, detections)))
+                    labeled += 1
+                bar.update(len(batch))
+                while len(pending) > ahead:
                     finish_oldest()
                 if time.monotonic() - last_save > SAVE_EVERY:
                     save()
                     last_save = time.monotonic()
         finally:
+            bar.close()
             for f in reads:
                 f.cancel()
             while pending:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import UsageError
+from .exports import formats_arg, parse_formats
 from .model import MODELS, ModelError
 
 log = logging.getLogger("labeler")
@@ -35,7 +36,12 @@ class Settings:
     device: str = "auto"
     memory: str = "refs"
     threshold: float = 0.0
+    batch_size: int = 1
     class_names: dict[int, str] | None = None
+    formats: tuple[str, ...] | list[str] = ()  # dataset exports written after the batch: coco, yolo
+    mesh: bool = False
+    mesh_limit: int | None = None
+    sam3d_config: str | None = None
 
     @classmethod
     def from_config(cls, path: Path | None) -> "Settings":
@@ -67,9 +73,26 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=settings.device)
     p.add_argument("--memory", choices=["refs", "chain"], default=settings.memory)
     p.add_argument("--threshold", type=float, default=settings.threshold, help="object-score logit threshold")
+    p.add_argument("--batch-size", type=int, default=settings.batch_size,
+                   help="targets per forward in refs mode (useful on CUDA)")
+    p.add_argument("--formats", type=formats_arg, default=settings.formats, metavar="coco,yolo",
+                   help="dataset exports written after the batch (comma list; report.png is always written)")
     p.add_argument("--force", action="store_true", help="relabel every target, even those already labeled")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--mesh", action=argparse.BooleanOptionalAction, default=settings.mesh,
+                   help="after the batch, reconstruct present objects in 3D with SAM 3D Objects (meshes/)")
+    p.add_argument("--mesh-limit", type=_positive_int, default=settings.mesh_limit, metavar="N",
+                   help="with --mesh: only the N best-scoring objects per ID")
+    p.add_argument("--sam3d-config", default=settings.sam3d_config, metavar="PATH",
+                   help="SAM 3D Objects' checkpoints/hf/pipeline.yaml (for --mesh)")
     return p
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _download(argv: list[str]) -> int:
@@ -124,6 +147,7 @@ def _run(s: Settings, interactive: bool, edit: bool, progress: bool, force: bool
     from .model import check_checkpoint
     from .prompts import load_prompts
 
+    s.formats = parse_formats(s.formats)  # config.py's FORMATS is checked like --formats
     prompts_path = s.prompts_path
     prompts = None
     if not interactive or edit:
@@ -145,6 +169,7 @@ def _run(s: Settings, interactive: bool, edit: bool, progress: bool, force: bool
         if not references:
             raise FileNotFoundError(f"no images in the reference folder {s.reference_dir} (--refs)")
     check_checkpoint(s.model, s.checkpoint)
+    reconstructor = _mesh_reconstructor(s)  # a missing SAM 3D install stops here, before any work
     _check_writable(output_dir)
     if interactive:
         from .selector import run_selector, use_window_backend
@@ -157,7 +182,37 @@ def _run(s: Settings, interactive: bool, edit: bool, progress: bool, force: bool
         prompts = run_selector(refs, predictor, dict(s.class_names or {}), prompts_path, existing=prompts)
         if not prompts.references:
             raise ValueError("no guides were drawn, so there is nothing to label")
-    return _label(s, predictor, prompts, targets, progress, force)
+    code = _label(s, predictor, prompts, targets, progress, force)
+    del predictor  # SAM 3D needs the GPU memory
+    return _meshes(s, reconstructor, targets, code, progress, force)
+
+
+def _mesh_reconstructor(s: Settings):
+    """With --mesh: SAM 3D Objects, checked (import, config, GPU) but not yet built; else None."""
+    if not s.mesh:
+        return None
+    from . import meshes
+
+    return meshes.load_reconstructor(s.sam3d_config)
+
+
+def _meshes(s: Settings, reconstructor, targets: list[Path], code: int, progress: bool, force: bool) -> int:
+    """After a finished batch (not an interrupted one): meshes/; exit 1 when an object failed."""
+    if reconstructor is None or code not in (0, 1):
+        return code
+    import gc
+
+    import torch
+
+    from . import meshes
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    summary = meshes.write_meshes(Path(s.output_dir), targets, reconstructor, limit=s.mesh_limit,
+                                  force=force, progress=progress)
+    log.info("%s", summary)
+    return 1 if summary.failed else code
 
 
 def _build(s: Settings):
@@ -186,14 +241,27 @@ def _label(s: Settings, predictor, prompts, targets: list[Path], progress: bool,
     labeler = Labeler(predictor, prompts, memory=s.memory, threshold=s.threshold, num_targets=len(targets))
     with _stop_on_signals() as stop:
         summary = run_batch(labeler, targets, output_dir, prompts.classes, _fingerprint(s, predictor, prompts),
-                            force=force, progress=progress, stop=stop)
+                            force=force, progress=progress, stop=stop, batch_size=max(1, s.batch_size))
     log.info("%s", summary)
     log.info("results in %s", os.path.abspath(output_dir))
     if summary.interrupted:
         log.error("interrupted: results.csv and manifest.json are up to date; "
                   "run the same command again to label the remaining targets")
         return 128 + stop.signum
+    _write_exports(s, prompts, targets)  # only after a finished batch: an interrupted one writes them on resume
     return 1 if summary.failed else 0
+
+
+def _write_exports(s: Settings, prompts, targets: list[Path]) -> None:
+    """Dataset exports (--formats) and report.png, rebuilt from the output folder for every labeled target."""
+    from .batch import output_stems
+    from .exports import write_exports
+    from .report import write_report
+
+    output_dir, stems = Path(s.output_dir), output_stems(targets)
+    for path in write_exports(output_dir, targets, stems, prompts.classes, s.formats, prompts.object_ids):
+        log.info("exported %s", path)
+    log.info("review sheet %s", write_report(output_dir, targets, stems, prompts.classes, prompts.object_ids))
 
 
 def _fingerprint(s: Settings, predictor, prompts) -> str:

@@ -1,9 +1,11 @@
 """The labeling core: guided references become SAM 2 conditioning frames, targets are tracked after them.
 
 The references are frames 0..K-1 of a pseudo-video kept inside a `SAM2VideoPredictor`
-inference state; every call into the model is one of the predictor's own methods, made in
-the order `add_new_points_or_box` / `add_new_mask` / `propagate_in_video` make them, so a
-target's result equals what SAM 2 gives on a JPEG folder [ref_1 … ref_K, target(s)].
+inference state. They are prompted and tracked with the predictor's own methods, in the order
+`add_new_points_or_box` / `add_new_mask` / `propagate_in_video` use them. In `chain` mode the
+targets follow the same way; in `refs` mode `refs_memory` runs each target against the fixed
+reference memories, doing once what doesn't change from target to target. Either way a target's
+result equals what SAM 2 gives on a JPEG folder [ref_1 … ref_K, target(s)] (tests/test_fidelity.py).
 
 Usage:
     labeler = Labeler(predictor, prompts, memory="refs")
@@ -24,6 +26,7 @@ from PIL import Image
 from .detections import Detection
 from .images import read_rgb
 from .prompts import ObjectGuides, PromptSet
+from .refs_memory import build_groups, track_targets
 
 MEMORY_MODES = ("refs", "chain")
 # SAM 2's frame loader normalises with ImageNet statistics.
@@ -118,7 +121,7 @@ class ObjectOutput:
 
 
 class Labeler:
-    """SAM 2 conditioned on guided references; labels targets one at a time.
+    """SAM 2 conditioned on guided references; labels targets (several per forward in refs mode).
 
     memory="refs": every target is frame K right after the K references and attends to the
     reference memories only, so its labels don't depend on other targets.
@@ -148,6 +151,8 @@ class Labeler:
         self._next_frame = num_refs
         with torch.inference_mode(), _autocast(predictor.device):
             self._condition_on_references()
+            # refs mode: the reference memories are fixed, so they are assembled and projected once.
+            self._groups = build_groups(predictor, self._state, num_refs) if memory == "refs" else None
 
     @property
     def object_ids(self) -> list[int]:
@@ -171,7 +176,8 @@ class Labeler:
         state["cached_features"].clear()
 
     def _track(self, frame_idx: int, store: bool) -> dict[int, ObjectOutput]:
-        """One frame of `propagate_in_video`: each object's output, memory encoded and kept when `store`."""
+        """One frame of `propagate_in_video` (references, and targets in chain mode): each object's
+        output, its memory encoded and kept when `store`."""
         state, outputs = self._state, {}
         for obj_idx, obj_id in enumerate(state["obj_ids"]):
             obj_output_dict = state["output_dict_per_obj"][obj_idx]
@@ -217,27 +223,48 @@ class Labeler:
             for t in [t for t in out["non_cond_frame_outputs"] if t <= frame_idx - reach]:
                 del out["non_cond_frame_outputs"][t]
 
+    def predict_many(self, rgbs: list[np.ndarray]) -> list[dict[int, ObjectOutput]]:
+        """SAM 2's raw outputs on targets ((H, W, 3) uint8 RGB), per object ID; several at once in refs mode."""
+        if self.memory == "chain" or not rgbs:
+            return [self._predict_chain(rgb) for rgb in rgbs]
+        size = self.predictor.image_size
+        with torch.inference_mode(), _autocast(self.predictor.device):
+            images = torch.stack([to_model_input(rgb, size) for rgb in rgbs]).to(self.predictor.device)
+            results = track_targets(self.predictor, images, self._groups)
+        return [
+            {obj_id: ObjectOutput(results[obj_id][0][t : t + 1], float(results[obj_id][1][t])) for obj_id in self.object_ids}
+            for t in range(len(rgbs))
+        ]
+
     def predict(self, rgb: np.ndarray) -> dict[int, ObjectOutput]:
-        """SAM 2's raw outputs on one target ((H, W, 3) uint8 RGB), per object ID."""
-        state = self._state
-        frame_idx = self._next_frame
-        if self.memory == "chain" and frame_idx >= state["num_frames"]:
+        """SAM 2's raw outputs on one target, per object ID."""
+        return self.predict_many([rgb])[0]
+
+    def _predict_chain(self, rgb: np.ndarray) -> dict[int, ObjectOutput]:
+        state, frame_idx = self._state, self._next_frame
+        if frame_idx >= state["num_frames"]:
             raise RuntimeError(f"chain mode was set up for {state['num_frames']} frames")
         with torch.inference_mode(), _autocast(self.predictor.device):
             state["cached_features"] = {}
             _encode(self.predictor, state, frame_idx, rgb)
-            outputs = self._track(frame_idx, store=self.memory == "chain")
+            outputs = self._track(frame_idx, store=True)
             state["cached_features"] = {}
-        if self.memory == "chain":
-            self._forget_old_frames(frame_idx)
-            self._next_frame += 1
+        self._forget_old_frames(frame_idx)
+        self._next_frame += 1
         return outputs
+
+    def label_many(self, rgbs: list[np.ndarray]) -> list[list[Detection]]:
+        """One `Detection` per object ID for each target, masks at each target's own size."""
+        return [self._detections(rgb, outputs) for rgb, outputs in zip(rgbs, self.predict_many(rgbs))]
 
     def label(self, rgb: np.ndarray) -> list[Detection]:
         """One `Detection` per object ID on one target, masks at the target's own size."""
+        return self.label_many([rgb])[0]
+
+    def _detections(self, rgb: np.ndarray, outputs: dict[int, ObjectOutput]) -> list[Detection]:
         height, width = rgb.shape[:2]
         detections = []
-        for obj_id, out in self.predict(rgb).items():
+        for obj_id, out in outputs.items():
             # Upsample the low-res logits to the target's size as `_get_orig_video_res_output` does.
             logits = F.interpolate(
                 out.mask_logits.float(), size=(height, width), mode="bilinear", align_corners=False

@@ -178,12 +178,15 @@ def test_missing_prompts_file_says_how_to_make_one(tmp_path):
 
 
 def test_headless_never_imports_a_gui_backend(tmp_path):
+    # report.png is drawn on matplotlib's Agg canvas (matplotlib.backends.backend_agg): a headless
+    # raster backend that needs no display and loads no GUI toolkit, so it is the one backend allowed.
     code = (
         "import sys; from labeler.cli import main; "
         f"rc = main(['--headless', '--quiet', '--prompts', 'assets/demo/prompts.json', '--targets', "
         f"'assets/demo/targets', '--output', {str(tmp_path / 'out')!r}, '--checkpoint', 'none', '--image-size', '128']); "
         "gui = [m for m in sys.modules if m in ('matplotlib.pyplot', 'tkinter', 'PyQt5', 'PySide6') "
-        "or m.startswith('matplotlib.backends.backend_')]; print('RC', rc, 'GUI', gui)"
+        "or (m.startswith('matplotlib.backends.backend_') and m != 'matplotlib.backends.backend_agg')]; "
+        "print('RC', rc, 'GUI', gui)"
     )
     env = {k: v for k, v in __import__("os").environ.items() if k != "DISPLAY"}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
@@ -199,3 +202,11 @@ def test_selector_without_a_display_points_to_headless(tmp_path):
     )
     assert result.returncode == 2
     assert "needs a display" in result.stderr and "--headless" in result.stderr
+
+
+def test_batch_size_runs_several_targets_per_forward(test_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    result = run_main("--prompts", "assets/demo/prompts.json", "--targets", "assets/demo/targets", "--output", out,
+                      "--checkpoint", test_checkpoint, "--image-size", IMAGE_SIZE, "--batch-size", "4")
+    assert result.returncode == 0, result.stderr
+    check_outputs(out, sorted((ROOT / "assets/demo/targets").iterdir()), [1, 2])

@@ -36,6 +36,10 @@ CASES = {
     "box_and_points": [[ObjectGuides(1, box=(60, 40, 260, 200), points=[(150, 120), (80, 60)], labels=[1, 0])]],
     "brush_only": [[ObjectGuides(1, paint=_disc(160, 120, 50))]],
     "box_brush_paint_erase": [[ObjectGuides(1, box=(40, 30, 200, 180), paint=_disc(250, 180, 40), erase=_disc(100, 90, 30))]],
+    "two_objects_one_batch": [  # same references: one batched forward
+        [ObjectGuides(1, box=(20, 20, 150, 140)), ObjectGuides(2, points=[(250, 180), (60, 60)], labels=[1, 0])],
+        [ObjectGuides(1, points=[(100, 90)], labels=[1]), ObjectGuides(2, paint=_disc(230, 170, 40))],
+    ],
     "three_objects_subsets": [
         [ObjectGuides(1, box=(20, 20, 150, 140)), ObjectGuides(3, points=[(250, 180)], labels=[1])],
         [ObjectGuides(1, points=[(60, 50)], labels=[1]), ObjectGuides(2, box=(160, 100, 300, 230))],
@@ -128,7 +132,7 @@ def test_refs_mode_equals_sam2_video_predictor(predictor, tmp_path, case):
         _assert_equal(labeler.predict(read_rgb(target)), theirs, H, W)
 
 
-@pytest.mark.parametrize("case", ["box", "box_brush_paint_erase", "three_objects_subsets"])
+@pytest.mark.parametrize("case", ["box", "box_brush_paint_erase", "two_objects_one_batch", "three_objects_subsets"])
 def test_chain_mode_equals_sam2_video_predictor(predictor, tmp_path, case):
     prompts = _prompt_set(tmp_path, case)
     targets = _targets(tmp_path, 4)
@@ -197,3 +201,17 @@ def test_preview_is_the_conditioning_mask(predictor, tmp_path, case):
         expected &= ~obj.erase
     assert expected.any()
     np.testing.assert_array_equal(shown, expected)
+
+
+def test_several_targets_in_one_forward_equal_one_at_a_time(predictor, tmp_path):
+    """`--batch-size`: batched and unbatched refs-mode results agree within the fidelity tolerance."""
+    prompts = _prompt_set(tmp_path, "two_objects_one_batch")
+    labeler = Labeler(predictor, prompts)
+    assert [g.size for g in labeler._groups] == [2]
+    rgbs = [read_rgb(p) for p in _targets(tmp_path, 3)]
+    together = labeler.predict_many(rgbs)
+    for rgb, batched in zip(rgbs, together):
+        alone = labeler.predict(rgb)
+        for obj_id, out in alone.items():
+            assert abs(out.score_logit - batched[obj_id].score_logit) < TOL
+            torch.testing.assert_close(batched[obj_id].mask_logits, out.mask_logits, atol=TOL, rtol=0)

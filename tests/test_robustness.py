@@ -149,6 +149,9 @@ class _FlakyLabeler:
     def __init__(self, failures: dict[int, int]):
         self.failures, self.calls = failures, 0
 
+    def label_many(self, rgbs):
+        return [self.label(rgb) for rgb in rgbs]
+
     def label(self, rgb):
         self.calls += 1
         size = rgb.shape[1]

@@ -1,0 +1,200 @@
+"""`refs` mode inference: targets attend to fixed reference memories, so what doesn't change is done once.
+
+For a target at frame K right after the references, SAM 2's `track_step` (non-conditioning
+frame, no prompts) is: assemble the memory of the reference frames and the object pointers,
+run memory attention over the target's image features, run the SAM heads. In `refs` mode the
+memory is the same for every target, so this module
+
+- assembles each object's memory once, with SAM 2's own `_prepare_memory_conditioned_features`
+  (its memory-attention call is intercepted to capture the memory it builds);
+- projects that memory into each cross-attention layer's keys (with their rotary encoding) and
+  values once;
+- runs objects guided on the same references as one batch, and computes the first layer's
+  self-attention, whose input is the target's image features alone, once for all objects;
+- can run several targets in one forward.
+
+The layer arithmetic follows `MemoryAttention.forward` / `MemoryAttentionLayer.forward` /
+`RoPEAttention.forward` step by step, using their own submodules (dropout is the identity in
+eval mode); tests/test_fidelity.py proves the outputs equal `SAM2VideoPredictor`'s.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from sam2.modeling.position_encoding import apply_rotary_enc
+from sam2.utils.misc import fill_holes_in_mask_scores
+
+
+class _Captured(Exception):
+    pass
+
+
+@dataclass
+class ObjectGroup:
+    """Objects with the same memory layout (same reference frames), run as one batch.
+
+    keys, values: per memory-attention layer, (B, heads, N_memory, C_head) tensors.
+    """
+
+    obj_ids: list[int]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    @property
+    def size(self) -> int:
+        return len(self.obj_ids)
+
+
+def _merged_outputs(per_object: list[dict]) -> dict:
+    """Several objects' output dicts (same frames) as one batched output dict."""
+    merged = {}
+    for storage in ("cond_frame_outputs", "non_cond_frame_outputs"):
+        merged[storage] = {}
+        for t in per_object[0][storage]:
+            outs = [d[storage][t] for d in per_object]
+            merged[storage][t] = {
+                "maskmem_features": torch.cat([o["maskmem_features"] for o in outs]),
+                "maskmem_pos_enc": [torch.cat(p) for p in zip(*(o["maskmem_pos_enc"] for o in outs))],
+                "obj_ptr": torch.cat([o["obj_ptr"] for o in outs]),
+            }
+    return merged
+
+
+def build_groups(predictor, state: dict, frame_idx: int) -> list[ObjectGroup]:
+    """Group the state's objects by memory layout; assemble and project each group's memory once."""
+    layouts: dict[tuple, list[int]] = {}
+    for obj_idx in range(len(state["obj_ids"])):
+        out = state["output_dict_per_obj"][obj_idx]
+        layout = (tuple(sorted(out["cond_frame_outputs"])), tuple(sorted(out["non_cond_frame_outputs"])))
+        layouts.setdefault(layout, []).append(obj_idx)
+    groups = []
+    for obj_idxs in layouts.values():
+        merged = _merged_outputs([state["output_dict_per_obj"][i] for i in obj_idxs])
+        memory, memory_pos, num_ptr_tokens = _capture_memory(predictor, state, frame_idx, merged, len(obj_idxs))
+        keys, values = _project_memory(predictor, memory, memory_pos, num_ptr_tokens)
+        groups.append(ObjectGroup([state["obj_ids"][i] for i in obj_idxs], keys, values))
+    return groups
+
+
+def _capture_memory(predictor, state: dict, frame_idx: int, output_dict: dict, batch: int):
+    """The memory SAM 2 assembles for frame `frame_idx`: (N, B, C_mem) tokens, their positions, pointer count."""
+    size = predictor.sam_image_embedding_size
+    placeholder = torch.zeros(size * size, batch, predictor.hidden_dim, device=predictor.device)
+    captured = {}
+
+    def intercept(module, args, kwargs):
+        captured.update(kwargs)
+        raise _Captured
+
+    handle = predictor.memory_attention.register_forward_pre_hook(intercept, with_kwargs=True)
+    try:
+        predictor._prepare_memory_conditioned_features(
+            frame_idx=frame_idx, is_init_cond_frame=False, current_vision_feats=[placeholder],
+            current_vision_pos_embeds=[placeholder], feat_sizes=[(size, size)], output_dict=output_dict,
+            num_frames=state["num_frames"],
+        )
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    return captured["memory"], captured["memory_pos"], captured["num_obj_ptr_tokens"]
+
+
+def _rope_freqs(attn, tokens: int, device) -> torch.Tensor:
+    """The attention's rotary frequencies for a square grid of `tokens` (recomputed as RoPEAttention does)."""
+    if attn.freqs_cis.shape[0] != tokens:
+        side = math.sqrt(tokens)
+        attn.freqs_cis = attn.compute_cis(end_x=side, end_y=side)
+    attn.freqs_cis = attn.freqs_cis.to(device)
+    return attn.freqs_cis
+
+
+def _project_memory(predictor, memory, memory_pos, num_ptr_tokens):
+    """Each cross-attention layer's keys (rotary-encoded but for the pointer tokens) and values."""
+    ma = predictor.memory_attention
+    memory, memory_pos = memory.transpose(0, 1), memory_pos.transpose(0, 1)  # batch first
+    query_tokens = predictor.sam_image_embedding_size ** 2
+    keys, values = [], []
+    for layer in ma.layers:
+        attn = layer.cross_attn_image
+        k = attn.k_proj(memory + memory_pos if layer.pos_enc_at_cross_attn_keys else memory)
+        v = attn.v_proj(memory)
+        k, v = attn._separate_heads(k, attn.num_heads), attn._separate_heads(v, attn.num_heads)
+        num_rope = k.size(-2) - num_ptr_tokens
+        queries = k.new_zeros(k.shape[0], k.shape[1], query_tokens, k.shape[-1])  # sets the repeat factor
+        _, k[:, :, :num_rope] = apply_rotary_enc(
+            queries, k[:, :, :num_rope], freqs_cis=_rope_freqs(attn, query_tokens, k.device),
+            repeat_freqs_k=attn.rope_k_repeat,
+        )
+        keys.append(k)
+        values.append(v)
+    return keys, values
+
+
+def _self_attention(layer, tgt, pos):
+    tgt2 = layer.norm1(tgt)
+    q = k = tgt2 + pos if layer.pos_enc_at_attn else tgt2
+    return tgt + layer.self_attn(q, k, v=tgt2)
+
+
+def _cross_attention(layer, tgt, pos, keys, values, repeats: int):
+    attn = layer.cross_attn_image
+    tgt2 = layer.norm2(tgt)
+    q = attn._separate_heads(attn.q_proj(tgt2 + pos if layer.pos_enc_at_cross_attn_queries else tgt2), attn.num_heads)
+    q, _ = apply_rotary_enc(q, q[:, :, :0], freqs_cis=_rope_freqs(attn, q.shape[-2], q.device))
+    out = F.scaled_dot_product_attention(q, keys.repeat(repeats, 1, 1, 1), values.repeat(repeats, 1, 1, 1))
+    return tgt + attn.out_proj(attn._recombine_heads(out))
+
+
+def attend(predictor, curr: torch.Tensor, curr_pos: torch.Tensor, group: ObjectGroup) -> torch.Tensor:
+    """Memory attention of T targets' features (HW, T, C) to the group's memory; (HW, T*B, C), target-major."""
+    ma = predictor.memory_attention
+    targets, batch = curr.shape[1], group.size
+    out = curr + 0.1 * curr_pos if ma.pos_enc_at_input else curr
+    out, pos = out.transpose(0, 1), curr_pos.transpose(0, 1)
+    for i, layer in enumerate(ma.layers):
+        if i == 0:
+            # The first self-attention sees only the target's features: once per target, not per object.
+            out = _self_attention(layer, out, pos).repeat_interleave(batch, dim=0)
+            pos = pos.repeat_interleave(batch, dim=0)
+        else:
+            out = _self_attention(layer, out, pos)
+        out = _cross_attention(layer, out, pos, group.keys[i], group.values[i], targets)
+        out = out + layer.linear2(layer.activation(layer.linear1(layer.norm3(out))))
+    return ma.norm(out).transpose(0, 1)
+
+
+def track_targets(predictor, images: torch.Tensor, groups: list[ObjectGroup]) -> dict[int, tuple]:
+    """Run T targets ((T, 3, S, S) model inputs) through every group.
+
+    Returns {obj_id: ((T, 1, S/4, S/4) mask logits, (T,) object-score logits)}.
+    """
+    backbone_out = predictor.forward_image(images)
+    _, feats, pos_embeds, feat_sizes = predictor._prepare_backbone_features(backbone_out)
+    targets = images.shape[0]
+    results = {}
+    for group in groups:
+        b = group.size
+        high_res = [
+            x.repeat_interleave(b, dim=1).permute(1, 2, 0).view(targets * b, x.size(2), *s)
+            for x, s in zip(feats[:-1], feat_sizes[:-1])
+        ]
+        pix = attend(predictor, feats[-1], pos_embeds[-1], group)
+        h, w = feat_sizes[-1]
+        pix = pix.permute(1, 2, 0).view(targets * b, predictor.hidden_dim, h, w)
+        sam_outputs = predictor._forward_sam_heads(
+            backbone_features=pix, point_inputs=None, mask_inputs=None, high_res_features=high_res,
+            multimask_output=predictor._use_multimask(False, None),
+        )
+        low_res_masks, scores = sam_outputs[3], sam_outputs[6]
+        if predictor.fill_hole_area > 0:  # as `_run_single_frame_inference` post-processes
+            low_res_masks = fill_holes_in_mask_scores(low_res_masks, predictor.fill_hole_area)
+        low_res_masks = low_res_masks.view(targets, b, *low_res_masks.shape[1:])
+        scores = scores.view(targets, b)
+        for j, obj_id in enumerate(group.obj_ids):
+            results[obj_id] = (low_res_masks[:, j], scores[:, j])
+    return results
