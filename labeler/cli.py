@@ -177,7 +177,6 @@ def _run(s: Settings, interactive: bool, edit: bool, progress: bool, force: bool
         use_window_backend()  # no display: say so before the model is built
     predictor = _build(s)
     if interactive:
-
         refs = [r.image for r in prompts.references] if edit else references
         prompts = run_selector(refs, predictor, dict(s.class_names or {}), prompts_path, existing=prompts)
         if not prompts.references:
