@@ -172,12 +172,12 @@ class Labeler:
         self._upcast_memories()
         start = min(t for out in state["output_dict_per_obj"].values() for t in out["cond_frame_outputs"])
         for k in range(start, len(self.references)):
-            self._track(k, store=True)
+            self._track(k)
         state["cached_features"].clear()
 
-    def _track(self, frame_idx: int, store: bool) -> dict[int, ObjectOutput]:
+    def _track(self, frame_idx: int) -> dict[int, ObjectOutput]:
         """One frame of `propagate_in_video` (references, and targets in chain mode): each object's
-        output, its memory encoded and kept when `store`."""
+        output, its memory encoded and kept for later frames."""
         state, outputs = self._state, {}
         for obj_idx, obj_id in enumerate(state["obj_ids"]):
             obj_output_dict = state["output_dict_per_obj"][obj_idx]
@@ -192,11 +192,10 @@ class Labeler:
                     point_inputs=None,
                     mask_inputs=None,
                     reverse=False,
-                    run_mem_encoder=store,
+                    run_mem_encoder=True,
                 )
-                if store:
-                    obj_output_dict["non_cond_frame_outputs"][frame_idx] = out
-                    self._upcast_memories()
+                obj_output_dict["non_cond_frame_outputs"][frame_idx] = out
+                self._upcast_memories()
             outputs[obj_id] = ObjectOutput(out["pred_masks"], float(out["object_score_logits"].item()))
         return outputs
 
@@ -247,7 +246,7 @@ class Labeler:
         with torch.inference_mode(), _autocast(self.predictor.device):
             state["cached_features"] = {}
             _encode(self.predictor, state, frame_idx, rgb)
-            outputs = self._track(frame_idx, store=True)
+            outputs = self._track(frame_idx)
             state["cached_features"] = {}
         self._forget_old_frames(frame_idx)
         self._next_frame += 1
