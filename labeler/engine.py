@@ -169,7 +169,9 @@ class Labeler:
         # Encode the conditioning memories, then track every object through the references it
         # is not guided on, exactly as `propagate_in_video` does before reaching the targets.
         predictor.propagate_in_video_preflight(state)
-        self._upcast_memories()
+        for obj_output_dict in state["output_dict_per_obj"].values():
+            for out in obj_output_dict["cond_frame_outputs"].values():
+                self._float_memory(out)
         start = min(t for out in state["output_dict_per_obj"].values() for t in out["cond_frame_outputs"])
         for k in range(start, len(self.references)):
             self._track(k)
@@ -194,25 +196,21 @@ class Labeler:
                     reverse=False,
                     run_mem_encoder=True,
                 )
-                obj_output_dict["non_cond_frame_outputs"][frame_idx] = out
-                self._upcast_memories()
+                obj_output_dict["non_cond_frame_outputs"][frame_idx] = self._float_memory(out)
             outputs[obj_id] = ObjectOutput(out["pred_masks"], float(out["object_score_logits"].item()))
         return outputs
 
-    def _upcast_memories(self) -> None:
-        """Keep stored memories in float32 where no autocast runs (CPU, MPS).
+    def _float_memory(self, out: dict) -> dict:
+        """Keep a stored memory in float32 where no autocast runs (CPU, MPS).
 
         SAM 2 stores memories in bf16. Without autocast, memory attention fails on them when no
         float32 object pointer is concatenated alongside (an object tracked on a reference before
         the one it is guided on); with a pointer, torch.cat promotes them to float32 exactly as here.
         """
-        if self.predictor.device.type == "cuda":
-            return
-        for obj_output_dict in self._state["output_dict_per_obj"].values():
-            for outputs in obj_output_dict.values():
-                for out in outputs.values():
-                    if out["maskmem_features"] is not None and out["maskmem_features"].dtype == torch.bfloat16:
-                        out["maskmem_features"] = out["maskmem_features"].float()
+        features = out["maskmem_features"]
+        if self.predictor.device.type != "cuda" and features is not None and features.dtype == torch.bfloat16:
+            out["maskmem_features"] = features.float()
+        return out
 
     def _forget_old_frames(self, frame_idx: int) -> None:
         """Drop chain memories no later frame can reach, so memory stays flat over long runs."""

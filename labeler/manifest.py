@@ -74,6 +74,15 @@ class Manifest:
             "status": status, "rows": rows,
         }
 
+    def labeled(self, targets: list[Path]) -> list[tuple[Path, dict]]:
+        """(target, entry) of the targets recorded as labeled, in their order."""
+        return [(t, self.entries[t.name]) for t in targets if self.status(t) == "labeled"]
+
+    def status(self, target: Path) -> str | None:
+        """"labeled", "failed", or None for a target not recorded."""
+        entry = self.entries.get(Path(target).name)
+        return entry["status"] if entry else None
+
     def rows(self, targets: list[Path]) -> list[dict]:
         """results.csv rows of the given targets, in their order."""
         return [row for t in targets if t.name in self.entries for row in self.entries[t.name]["rows"]]

@@ -58,6 +58,7 @@ from .errors import UsageError
 from .files import atomic_write_bytes, atomic_write_text
 from .images import read_rgb
 from .manifest import Manifest
+from .writers import id_mask_path
 
 log = logging.getLogger(__name__)
 
@@ -235,10 +236,7 @@ def select_objects(output_dir: Path, targets: list[Path], limit: int | None = No
     score when given), in target then ID order; and the (stem, id) of absent ones."""
     manifest = Manifest.load(Path(output_dir) / "manifest.json")
     present, absent = [], []
-    for target in targets:
-        entry = manifest.entries.get(Path(target).name)
-        if not entry or entry.get("status") != "labeled":
-            continue
+    for target, entry in manifest.labeled([Path(t) for t in targets]):
         for row in entry["rows"]:
             if row["status"] == "present":
                 present.append(_Object(Path(target), entry["stem"], int(row["id"]), float(row["logit"])))
@@ -297,7 +295,7 @@ def write_meshes(
     todo = []
     for obj in objects:
         glb, ply = mesh_paths(output_dir, obj.stem, obj.id)
-        if not force and _up_to_date(glb, ply, output_dir / "id_masks" / f"{obj.stem}_id{obj.id}.png"):
+        if not force and _up_to_date(glb, ply, id_mask_path(output_dir, obj.stem, obj.id)):
             summary.up_to_date += 1
         else:
             todo.append(obj)
@@ -319,7 +317,7 @@ def write_meshes(
             if isinstance(image_cache[1], Exception):
                 raise image_cache[1]
             image = image_cache[1]
-            mask = _read_mask(output_dir / "id_masks" / f"{obj.stem}_id{obj.id}.png", image.shape[:2])
+            mask = _read_mask(id_mask_path(output_dir, obj.stem, obj.id), image.shape[:2])
             result = reconstructor.reconstruct(image, mask)
             glb_bytes = result.mesh.export(file_type="glb")
             ply_bytes = bytes(result.splat_ply)

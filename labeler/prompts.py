@@ -59,6 +59,14 @@ _OBJECT_FIELDS = ("id", "box", "points", "labels", "paint", "erase")
 _MASK_FIELDS = ("size", "counts")
 
 
+def class_name(classes: dict[int, str], obj_id: int) -> str:
+    """Class name of `obj_id`, or `object_<id>` when `classes` has none.
+
+    Usage: `class_name({1: "scratch"}, 2)` -> "object_2".
+    """
+    return classes.get(obj_id) or f"object_{obj_id}"
+
+
 class PromptError(ValueError):
     """A prompts file (or PromptSet) that can't be used; the message names the file, reference and field."""
 
@@ -158,7 +166,7 @@ class PromptSet:
 
     def class_name(self, obj_id: int) -> str:
         """The class name given for `obj_id`, else `object_<id>`."""
-        return self.classes.get(obj_id) or f"object_{obj_id}"
+        return class_name(self.classes, obj_id)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -181,8 +181,8 @@ def write_report(output_dir: str | os.PathLike, targets: list[Path], stems: list
     output_dir = Path(output_dir)
     items = labeled_targets(output_dir, targets, stems)
     ids = sorted(set(object_ids or ()) | {int(r["id"]) for it in items for r in it.rows if r["id"]})
-    entries = Manifest.load(output_dir / "manifest.json").entries
-    failed = sum(1 for t in targets if entries.get(t.name, {}).get("status") == "failed")
+    manifest = Manifest.load(output_dir / "manifest.json")
+    failed = sum(manifest.status(t) == "failed" for t in targets)
     path = output_dir / "report.png"
     atomic_write_bytes(path, render_report(output_dir, items, classes, ids, len(targets), failed, limit))
     return path

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 import cv2
@@ -21,18 +22,16 @@ import numpy as np
 from labeler.colors import color_for
 from labeler.detections import Detection
 from labeler.files import atomic_write_bytes, atomic_write_text
+from labeler.prompts import class_name
 
 SUBFOLDERS = ("id_masks", "masks", "labels", "overlays", "bboxes")
 JPEG_QUALITY = 90
 OVERLAY_ALPHA = 0.5
 
 
-def class_name(classes: dict[int, str], obj_id: int) -> str:
-    """Class name of `obj_id`, or `object_<id>` when `classes` has none.
-
-    Usage: `class_name({1: "scratch"}, 2)` -> "object_2".
-    """
-    return classes.get(obj_id) or f"object_{obj_id}"
+def id_mask_path(output_dir: str | os.PathLike, stem: str, obj_id: int) -> Path:
+    """Where object `obj_id`'s mask on the target written as `stem` goes: id_masks/<stem>_id<k>.png."""
+    return Path(output_dir) / "id_masks" / f"{stem}_id{obj_id}.png"
 
 
 def paint_order(detections: list[Detection]) -> list[Detection]:
@@ -120,7 +119,7 @@ class TargetWriter:
         shape = image.shape[:2]
         out = self.output_dir
         for d in detections:
-            path = out / "id_masks" / f"{stem}_id{d.id}.png"
+            path = id_mask_path(out, stem, d.id)
             if d.present:
                 atomic_write_bytes(path, _encode(".png", _mask(d, shape).astype(np.uint8) * 255))
             else:

@@ -67,21 +67,18 @@ def labeled_targets(output_dir: str | os.PathLike, targets: list[Path], stems: l
     Failed targets and targets not labeled yet (an interrupted run) are left out.
     """
     manifest = Manifest.load(Path(output_dir) / "manifest.json")
-    out = []
-    for target, stem in zip(targets, stems):
-        entry = manifest.entries.get(target.name)
-        if entry is not None and entry["status"] == "labeled" and entry["stem"] == stem:
-            out.append(LabeledTarget(Path(target), stem, entry["rows"]))
-    return out
-
-
-def id_mask_path(output_dir: str | os.PathLike, stem: str, obj_id: int) -> Path:
-    return Path(output_dir) / "id_masks" / f"{stem}_id{obj_id}.png"
+    stem_of = dict(zip(targets, stems))
+    return [
+        LabeledTarget(Path(target), entry["stem"], entry["rows"])
+        for target, entry in manifest.labeled(targets) if entry["stem"] == stem_of[target]
+    ]
 
 
 def read_id_mask(output_dir: str | os.PathLike, stem: str, obj_id: int) -> np.ndarray | None:
     """(H, W) bool mask of `id_masks/<stem>_id<k>.png`, or None (with a warning) when it can't be read."""
     import cv2  # here, not at the top: the command line imports this module before any work
+
+    from ..writers import id_mask_path
 
     path = id_mask_path(output_dir, stem, obj_id)
     mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
