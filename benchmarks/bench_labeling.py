@@ -11,7 +11,8 @@ Prints a table and writes benchmarks/results.json and benchmarks/results.png:
 4. the labeler's pipeline overhead: batch wall time minus the time inside the model;
 5. peak resident memory of `python main.py --headless` labeling 20 and 200 targets.
 
-Run: `python benchmarks/bench_labeling.py` (about 20 minutes on 2 cores; `--quick` for a smoke run).
+Run: `python benchmarks/bench_labeling.py` (about 25 minutes on 2 cores; `--memory-only` for the
+memory part alone, about 16 minutes; `--quick` for a smoke run).
 """
 
 from __future__ import annotations

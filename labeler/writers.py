@@ -64,10 +64,10 @@ def draw_overlay(image: np.ndarray, detections: list[Detection], classes: dict[i
     _check_image(image)
     h, w = image.shape[:2]
     labels = label_map((h, w), detections)
-    inside = labels > 0
-    out = image.copy()
-    blended = (1 - OVERLAY_ALPHA) * image[inside] + OVERLAY_ALPHA * color_mask(labels)[inside]
-    out[inside] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    # Blended in uint8: float64 copies of the masked pixels took 85 MiB (16 MiB now) on a half-covered
+    # 1800x1200 photo, in the writer thread, on top of the model's own peak.
+    tinted = cv2.addWeighted(image, 1 - OVERLAY_ALPHA, color_mask(labels), OVERLAY_ALPHA, 0)
+    out = np.where((labels > 0)[..., None], tinted, image)
 
     size = max(h, w)
     box_thickness = max(1, round(size / 400))

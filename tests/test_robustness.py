@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import platform
 import signal
 import subprocess
 import sys
@@ -251,3 +252,24 @@ def test_interrupted_batch_resumes_to_the_same_outputs(test_checkpoint, tmp_path
     assert resumed.returncode == 0, resumed.stderr
     assert "already labeled" in resumed.stderr and " 0 already labeled" not in resumed.stderr
     assert _files(out) == _files(whole)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim and /proc: Linux with glibc only")
+def test_freed_heap_goes_back_to_the_os(tmp_path):
+    # Fragments the heap the way a long batch does: blocks below glibc's mmap threshold, most freed,
+    # every eighth kept. Freed blocks between kept ones stay resident until release_free_heap.
+    script = """
+import numpy as np
+from labeler.batch import release_free_heap
+def rss_mib():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) / 1024
+blocks = [np.ones(8192) for _ in range(4000)]  # 64 KiB each, 250 MiB in all
+kept = blocks[::8]
+del blocks
+before = rss_mib()
+release_free_heap()
+print(before, rss_mib())
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    before, after = map(float, out.stdout.split())
+    assert before - after > 150, (before, after)
