@@ -78,7 +78,8 @@ def release_free_heap() -> None:
         _malloc_trim(0)
 
 
-def _free_memory() -> None:
+def free_memory() -> None:
+    """Collect garbage and hand cached GPU memory back (before a retry, or before SAM 3D)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -92,14 +93,14 @@ def label_chunk(labeler: Labeler, rgbs: list) -> list:
     try:
         return labeler.label_many(rgbs)
     except torch.OutOfMemoryError:
-        _free_memory()
+        free_memory()
         log.warning("out of GPU memory; freed what could be freed and retrying once, one target at a time")
     results = []
     for rgb in rgbs:
         try:
             results.append(labeler.label(rgb))
         except torch.OutOfMemoryError:
-            _free_memory()
+            free_memory()
             results.append(None)
     return results
 

@@ -199,15 +199,10 @@ def _meshes(s: Settings, reconstructor, targets: list[Path], code: int, progress
     """After a finished batch (not an interrupted one): meshes/; exit 1 when an object failed."""
     if reconstructor is None or code not in (0, 1):
         return code
-    import gc
-
-    import torch
-
     from . import meshes
+    from .batch import free_memory
 
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    free_memory()
     summary = meshes.write_meshes(Path(s.output_dir), targets, reconstructor, limit=s.mesh_limit,
                                   force=force, progress=progress)
     log.info("%s", summary)

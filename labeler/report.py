@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .colors import color_for
-from .exports import LabeledTarget, labeled_targets
+from .exports import LabeledTarget, all_object_ids, labeled_targets
 from .files import atomic_write_bytes
 from .manifest import Manifest
 from .writers import class_name
@@ -180,7 +180,7 @@ def write_report(output_dir: str | os.PathLike, targets: list[Path], stems: list
     """Write output_dir/report.png for the targets the manifest records as labeled."""
     output_dir = Path(output_dir)
     items = labeled_targets(output_dir, targets, stems)
-    ids = sorted(set(object_ids or ()) | {int(r["id"]) for it in items for r in it.rows if r["id"]})
+    ids = all_object_ids(items, object_ids)
     manifest = Manifest.load(output_dir / "manifest.json")
     failed = sum(manifest.status(t) == "failed" for t in targets)
     path = output_dir / "report.png"

@@ -74,6 +74,11 @@ def labeled_targets(output_dir: str | os.PathLike, targets: list[Path], stems: l
     ]
 
 
+def all_object_ids(items: list[LabeledTarget], object_ids: Iterable[int] | None = None) -> list[int]:
+    """The prompts' object IDs (`object_ids`) and every ID in the items' rows, sorted."""
+    return sorted(set(object_ids or ()) | {int(r["id"]) for item in items for r in item.rows if r["id"]})
+
+
 def read_id_mask(output_dir: str | os.PathLike, stem: str, obj_id: int) -> np.ndarray | None:
     """(H, W) bool mask of `id_masks/<stem>_id<k>.png`, or None (with a warning) when it can't be read."""
     import cv2  # here, not at the top: the command line imports this module before any work
@@ -106,7 +111,7 @@ def write_exports(
         return []
     output_dir = Path(output_dir)
     items = labeled_targets(output_dir, targets, stems)
-    ids = sorted(set(object_ids or ()) | {int(r["id"]) for item in items for r in item.rows if r["id"]})
+    ids = all_object_ids(items, object_ids)
     written = []
     for name in formats:
         if name == "coco":
