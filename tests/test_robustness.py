@@ -273,3 +273,29 @@ print(before, rss_mib())
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     before, after = map(float, out.stdout.split())
     assert before - after > 150, (before, after)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt and mallinfo2: glibc only")
+def test_a_batch_keeps_large_activations_in_the_heap():
+    # A 40 MiB block (an activation at 1024 px is 12-100 MiB) would get its own mmap under glibc's
+    # default threshold; after steady_heap it comes from the heap, where its place is the same each time.
+    script = """
+import ctypes, numpy as np
+from labeler.batch import steady_heap
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+def mmapped_mib():
+    return libc.mallinfo2().hblkhd / 2**20
+block = np.ones(40 << 20, np.uint8)
+default = mmapped_mib()
+del block
+steady_heap()
+block = np.ones(40 << 20, np.uint8)
+print(default, mmapped_mib())
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    default, steady = map(float, out.stdout.split())
+    assert default >= 40 and steady < 40, (default, steady)
