@@ -255,7 +255,7 @@ def test_interrupted_batch_resumes_to_the_same_outputs(test_checkpoint, tmp_path
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim and /proc: Linux with glibc only")
-def test_freed_heap_goes_back_to_the_os(tmp_path):
+def test_freed_heap_goes_back_to_the_os():
     # Fragments the heap the way a long batch does: blocks below glibc's mmap threshold, most freed,
     # every eighth kept. Freed blocks between kept ones stay resident until release_free_heap.
     script = """
