@@ -1,3 +1,43 @@
-"""Few-shot batch labeling with SAM 2: guided references condition a pseudo-video of targets."""
+"""Few-shot batch labeling with SAM 2: guided references condition a pseudo-video of targets.
+
+Usage:
+    import labeler
+    prompts = labeler.PromptSet.load("output/prompts.json")
+    lab = labeler.Labeler.from_pretrained(prompts, checkpoint="none", image_size=256)
+    result = lab.label("targets/t1.jpg")
+    summary = labeler.label_batch(prompts, targets="targets/", output="output/", checkpoint="none")
+
+Public names load on first use, so `import labeler` imports nothing heavy (no torch) and changes
+nothing process-wide.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
+
+_WHERE = {
+    "BatchSummary": "batch",
+    "Detection": "detections",
+    "ImageReadError": "images",
+    "LabelResult": "api",
+    "Labeler": "api",
+    "ObjectGuides": "guides",
+    "PromptError": "prompts",
+    "PromptSet": "prompts",
+    "ReferenceGuides": "guides",
+    "UsageError": "errors",
+    "label_batch": "pipeline",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'labeler' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

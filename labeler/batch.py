@@ -3,6 +3,9 @@
 A rerun skips targets the output folder's manifest records as labeled with the same fingerprint;
 a stop request (SIGINT, SIGTERM) ends the batch after the current target with every record saved.
 
+This is the local executor; `pipeline.label_batch` runs it with everything around it (checks,
+the model, exports, the review sheet, meshes).
+
 Usage: `summary = run_batch(labeler, list_images("targets"), Path("output"), classes, fingerprint)`.
 """
 
@@ -13,7 +16,7 @@ import gc
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +28,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .engine import Labeler
 from .files import remove_temp_files
 from .images import ImageReadError, read_rgb
-from .manifest import Manifest
+from .output_folder import ObjectRecord, OutputFolder, TargetRecord, output_stems
 from .writers import ResultsTable, TargetWriter
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,12 @@ class BatchSummary:
     present: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
     interrupted: bool = False
+    meshes: object = None  # meshes.MeshSummary after a --mesh run
+
+    @property
+    def exit_code(self) -> int:
+        """The command line's: 0 all labeled, 1 some target (or, with meshes, some object) failed."""
+        return 1 if self.failed or (self.meshes is not None and self.meshes.failed) else 0
 
     def __str__(self) -> str:
         rate = self.labeled / self.seconds if self.seconds > 0 else 0.0
@@ -53,12 +62,6 @@ class BatchSummary:
             f"{' (interrupted)' if self.interrupted else ''}; objects found on ({found}); "
             f"{self.seconds:.1f} s, {rate:.2f} images/s"
         )
-
-
-def output_stems(targets: list[Path]) -> list[str]:
-    """Output name of each target: its stem, or stem_ext where two targets share a stem (a.jpg, a.png)."""
-    counts = Counter(p.stem for p in targets)
-    return [p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in targets]
 
 
 try:  # glibc's; absent on other C libraries, where the heap is left to the allocator
@@ -118,60 +121,56 @@ def label_chunk(labeler: Labeler, rgbs: list) -> list:
     return results
 
 
-def _record_failure(manifest: Manifest, target: Path, stem: str, run_fingerprint: str, classes, reason: str) -> None:
+def _record_failure(manifest, target: Path, stem: str, run_fingerprint: str, reason: str) -> None:
     log.error("skipped %s: %s", target.name, reason)
-    table = ResultsTable(classes)
-    table.add_failure(target.name, reason)
-    manifest.record(target, stem, run_fingerprint, "failed", table.rows)
+    manifest.record(run_fingerprint, TargetRecord(target, stem, "failed", error=" ".join(reason.split())))
 
 
 def run_batch(
     labeler: Labeler,
     targets: list[Path],
-    output_dir: Path,
+    output_dir: str | Path | OutputFolder,
     classes: dict[int, str],
     run_fingerprint: str,
     force: bool = False,
     progress: bool = True,
     stop: threading.Event | None = None,
     batch_size: int = 1,
+    settings: dict | None = None,
 ) -> BatchSummary:
     """Label the targets not yet labeled with `run_fingerprint` (all with `force`), then write results.csv.
 
     batch_size: targets per forward (refs mode; chain mode runs one at a time).
+    settings: the run's settings, recorded in the manifest.
     """
     start = time.perf_counter()
     steady_heap()
-    manifest = Manifest.load(output_dir / "manifest.json")
+    folder = output_dir if isinstance(output_dir, OutputFolder) else OutputFolder(output_dir)
+    manifest = folder.manifest()
+    if settings is not None:
+        manifest.settings = settings
     stems = output_stems(targets)
     todo = [i for i, (t, s) in enumerate(zip(targets, stems)) if force or not manifest.is_done(t, s, run_fingerprint)]
     if labeler.memory == "chain" and 0 < len(todo) < len(targets):
         log.info("chain mode: %d of %d targets are labeled already, but a chain can't resume mid-way; "
                  "labeling the whole chain again", len(targets) - len(todo), len(targets))
         todo = list(range(len(targets)))
-    remove_temp_files(output_dir)  # what a killed run may have left
-    writer = TargetWriter(output_dir, classes)
+    remove_temp_files(folder.root)  # what a killed run may have left
+    writer = TargetWriter(folder, classes)
     labeled = failed = 0
     interrupted = False
     last_save = time.monotonic()
 
-    def rows_of(name, detections):
-        table = ResultsTable(classes)
-        table.add_target(name, detections)
-        return table.rows
-
     def save():
         manifest.save()
-        table = ResultsTable(classes)
-        table.rows = manifest.rows(targets)
-        table.write(output_dir / "results.csv")
+        ResultsTable(classes, manifest.records(targets)).write(folder.results_csv)
 
-    pending: deque = deque()  # (write future, target index, rows): recorded once the files are written
+    pending: deque = deque()  # (write future, record): recorded once the files are written
 
     def finish_oldest():
-        future, i, rows = pending.popleft()
+        future, record = pending.popleft()
         future.result()
-        manifest.record(targets[i], stems[i], run_fingerprint, "labeled", rows)
+        manifest.record(run_fingerprint, record)
 
     chunk = batch_size if labeler.memory == "refs" else 1
     ahead = max(PREFETCH, chunk)
@@ -191,17 +190,18 @@ def run_batch(
                     try:
                         images[i] = reads.popleft().result()
                     except ImageReadError as e:
-                        _record_failure(manifest, targets[i], stems[i], run_fingerprint, classes,
+                        _record_failure(manifest, targets[i], stems[i], run_fingerprint,
                                         str(e).removeprefix(f"{targets[i]}: "))
                         failed += 1
                 for i, detections in zip(images, label_chunk(labeler, list(images.values())) if images else []):
                     if detections is None:
-                        _record_failure(manifest, targets[i], stems[i], run_fingerprint, classes,
+                        _record_failure(manifest, targets[i], stems[i], run_fingerprint,
                                         "out of GPU memory, twice (try a smaller --image-size or --batch-size)")
                         failed += 1
                         continue
-                    pending.append((writes.submit(writer.write, stems[i], images[i], detections), i,
-                                    rows_of(targets[i].name, detections)))
+                    objects = [ObjectRecord.from_detection(d) for d in sorted(detections, key=lambda d: d.id)]
+                    pending.append((writes.submit(writer.write, stems[i], images[i], detections),
+                                    TargetRecord(targets[i], stems[i], "labeled", objects)))
                     labeled += 1
                 release_free_heap()
                 bar.update(len(batch))
@@ -217,7 +217,7 @@ def run_batch(
             while pending:
                 finish_oldest()
             save()
-    counts = Counter(int(r["id"]) for r in manifest.rows(targets) if r["status"] == "present")
+    counts = ResultsTable(classes, manifest.records(targets)).present_counts()
     return BatchSummary(
         targets=len(targets),
         labeled=labeled,

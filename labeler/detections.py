@@ -17,6 +17,7 @@ class Detection:
         logit: SAM 2's object-score logit; the object counts as present when it exceeds the threshold.
         mask: (H, W) bool mask at the target's original size (upright orientation).
         present: logit above the threshold and a non-empty mask.
+        class_name: the class name of `id` (the prompts' `classes`, else `object_<id>`).
     Usage: `Detection(1, 2.3, mask, present=True).bbox` -> (xmin, ymin, xmax, ymax), max exclusive.
     """
 
@@ -24,6 +25,7 @@ class Detection:
     logit: float
     mask: np.ndarray
     present: bool
+    class_name: str = ""
 
     @property
     def score(self) -> float:

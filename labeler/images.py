@@ -5,14 +5,18 @@ Usage: `rgb = read_rgb("photo.jpg")` gives an (H, W, 3) uint8 array in EXIF-upri
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Photos of up to 300 megapixels open without PIL's decompression-bomb warning (its default is 89).
-Image.MAX_IMAGE_PIXELS = 300_000_000
+# Photos of up to 300 megapixels open without PIL's decompression-bomb warning (its default is 89);
+# the limit is raised only while the labeler opens a file, not for the whole process.
+MAX_PIXELS = 300_000_000
+_limit_lock = threading.Lock()
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -36,12 +40,27 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+def _open(path: str | os.PathLike) -> Image.Image:
+    """`Image.open` under the labeler's pixel limit (PIL checks it when it opens a file)."""
+    with _limit_lock:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None if previous is None else max(previous, MAX_PIXELS)
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """A PIL image as an upright (EXIF-transposed) (H, W, 3) uint8 RGB array."""
+    return np.asarray(_to_rgb(ImageOps.exif_transpose(img))).copy()
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Decode `path` to an upright (H, W, 3) uint8 RGB array, or raise ImageReadError."""
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(_to_rgb(img)).copy()
+        with _open(path) as img:
+            return pil_to_rgb(img)
     except _DECODE_ERRORS as e:
         raise ImageReadError(f"{path}: cannot read image ({e})") from e
 
@@ -49,7 +68,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 def upright_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of the image as `read_rgb` returns it, read from the header only."""
     try:
-        with Image.open(path) as img:
+        with _open(path) as img:
             w, h = img.size
             orientation = img.getexif().get(ImageOps.ExifTags.Base.Orientation, 1)
     except _DECODE_ERRORS as e:

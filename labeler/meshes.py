@@ -57,8 +57,7 @@ from tqdm import tqdm
 from .errors import UsageError
 from .files import atomic_write_bytes, atomic_write_text
 from .images import read_rgb
-from .manifest import Manifest
-from .writers import id_mask_path
+from .output_folder import OutputFolder
 
 log = logging.getLogger(__name__)
 
@@ -225,23 +224,18 @@ class _Object:
     logit: float
 
 
-def mesh_paths(output_dir: Path, stem: str, obj_id: int) -> tuple[Path, Path]:
-    """meshes/<stem>_id<k>.glb and .ply."""
-    base = Path(output_dir) / "meshes" / f"{stem}_id{obj_id}"
-    return base.with_suffix(".glb"), base.with_suffix(".ply")
-
-
 def select_objects(output_dir: Path, targets: list[Path], limit: int | None = None) -> tuple[list[_Object], list]:
     """Present objects of the labeled targets, per the manifest (the best `limit` per ID by object
     score when given), in target then ID order; and the (stem, id) of absent ones."""
-    manifest = Manifest.load(Path(output_dir) / "manifest.json")
     present, absent = [], []
-    for target, entry in manifest.labeled([Path(t) for t in targets]):
-        for row in entry["rows"]:
-            if row["status"] == "present":
-                present.append(_Object(Path(target), entry["stem"], int(row["id"]), float(row["logit"])))
-            elif row["status"] == "absent":
-                absent.append((entry["stem"], int(row["id"])))
+    for record in OutputFolder(output_dir).manifest().records(targets):
+        if record.status != "labeled":
+            continue
+        for o in record.objects:
+            if o.present:
+                present.append(_Object(record.path, record.stem, o.id, o.logit))
+            else:
+                absent.append((record.stem, o.id))
     if limit is not None:
         keep = set()
         for obj_id in {o.id for o in present}:
@@ -285,17 +279,16 @@ def write_meshes(
     meshes/failures.csv (rewritten each run, removed when nothing failed); the others go on. If the
     reconstructor can't be set up at all (MeshSetupError), every remaining object is listed as failed.
     """
-    output_dir = Path(output_dir)
-    folder = output_dir / "meshes"
+    out = OutputFolder(output_dir)
     objects, absent = select_objects(output_dir, targets, limit)
     for stem, obj_id in absent:  # a stale mesh of an object no longer found
-        for path in mesh_paths(output_dir, stem, obj_id):
+        for path in out.mesh_paths(stem, obj_id):
             path.unlink(missing_ok=True)
     summary = MeshSummary(objects=len(objects))
     todo = []
     for obj in objects:
-        glb, ply = mesh_paths(output_dir, obj.stem, obj.id)
-        if not force and _up_to_date(glb, ply, id_mask_path(output_dir, obj.stem, obj.id)):
+        glb, ply = out.mesh_paths(obj.stem, obj.id)
+        if not force and _up_to_date(glb, ply, out.id_mask(obj.stem, obj.id)):
             summary.up_to_date += 1
         else:
             todo.append(obj)
@@ -317,13 +310,13 @@ def write_meshes(
             if isinstance(image_cache[1], Exception):
                 raise image_cache[1]
             image = image_cache[1]
-            mask = _read_mask(id_mask_path(output_dir, obj.stem, obj.id), image.shape[:2])
+            mask = _read_mask(out.id_mask(obj.stem, obj.id), image.shape[:2])
             result = reconstructor.reconstruct(image, mask)
             glb_bytes = result.mesh.export(file_type="glb")
             ply_bytes = bytes(result.splat_ply)
             if not ply_bytes:
                 raise ValueError("the reconstructor returned an empty splat")
-            glb, ply = mesh_paths(output_dir, obj.stem, obj.id)
+            glb, ply = out.mesh_paths(obj.stem, obj.id)
             atomic_write_bytes(ply, ply_bytes)
             atomic_write_bytes(glb, glb_bytes)
             summary.written += 1
@@ -335,7 +328,7 @@ def write_meshes(
             reason = " ".join(f"{type(e).__name__}: {e}".split())
             log.error("mesh of %s ID %d failed: %s", name, obj.id, reason)
             summary.failures.append((name, obj.id, reason))
-    _write_failures(folder, summary.failures)
+    _write_failures(out.meshes, summary.failures)
     return summary
 
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import urllib.request
+import zipfile
 from pathlib import Path
-
-import torch
 
 from .errors import UsageError
 
@@ -39,6 +38,8 @@ def default_checkpoint(model: str) -> Path:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """`auto` picks cuda, then mps, then cpu; an explicit device must be available."""
+    import torch  # here, not at the top: the command line answers argument errors without torch (3 s)
+
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
@@ -61,7 +62,30 @@ def check_checkpoint(model: str, checkpoint: str | os.PathLike | None) -> Path |
             else "check the --checkpoint path"
         )
         raise ModelError(f"checkpoint not found: {path}; {hint}")
+    check_checkpoint_file(path)
     return path
+
+
+def check_checkpoint_file(path: str | os.PathLike) -> None:
+    """Refuse a file that is no PyTorch checkpoint from its first bytes, before any model is built.
+
+    torch.save writes a zip archive (PyTorch >= 1.6) or, with the legacy format, a pickle, which
+    starts with the protocol byte 0x80. A damaged checkpoint of either kind passes; loading it fails.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise ModelError(f"checkpoint {path}: cannot be read ({e.strerror or e})") from e
+    if not (head.startswith((b"PK\x03\x04", b"\x80")) or zipfile.is_zipfile(path)):
+        why = "an empty file" if not head else "neither a zip archive nor a pickle, as torch.save writes"
+        raise ModelError(f"not a PyTorch checkpoint: {path} ({why})")
+
+
+def check_image_size(image_size: int | None) -> None:
+    """The model's input size must suit the backbone: None (the model's own) or a multiple of 32, at least 64."""
+    if image_size is not None and (image_size < 64 or image_size % 32):
+        raise ModelError(f"--image-size {image_size}: must be a multiple of 32, at least 64")
 
 
 def build_predictor(
@@ -77,12 +101,12 @@ def build_predictor(
     weights (initialised from `seed`, so runs are reproducible; for tests and benchmarks only).
     image_size: the model's square input size (default: the config's, 1024); a multiple of 32.
     """
+    import torch
     from sam2.build_sam import build_sam2_video_predictor
 
     if model not in MODELS:
         raise ModelError(f"--model {model}: unknown model (choose from {', '.join(MODELS)})")
-    if image_size is not None and (image_size < 64 or image_size % 32):
-        raise ModelError(f"--image-size {image_size}: must be a multiple of 32, at least 64")
+    check_image_size(image_size)
     path = check_checkpoint(model, checkpoint)
     overrides = [f"++model.image_size={image_size}"] if image_size else []
     torch.manual_seed(seed)
@@ -97,14 +121,22 @@ def build_predictor(
         )
     else:
         _load_weights(predictor, path)
+    from .sam2_internals import skip_unavailable_hole_filling
+
+    skip_unavailable_hole_filling(predictor)
     return predictor.to(torch.device(device)).eval()
 
 
 def _load_weights(predictor: torch.nn.Module, path: Path) -> None:
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file
-        raise ModelError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {e})") from e
+        # One line: torch wraps the reason of an UnpicklingError in paragraphs of weights_only advice.
+        text = str(e).split("WeightsUnpickler error:", 1)[-1]
+        reason = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        raise ModelError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {reason})") from e
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise ModelError(f"checkpoint {path}: no 'model' state dict inside (not a SAM 2 checkpoint)")
     weights, own = state["model"], predictor.state_dict()
@@ -146,7 +178,7 @@ def download_checkpoint(model: str, dest: Path | None = None) -> Path:
         raise ModelError(
             f"could not download {url} ({e}).\n"
             "Without network access you can still try the pipeline with untrained weights:\n"
-            "  python main.py --headless --checkpoint none ..."
+            "  python main.py --headless --prompts assets/demo/prompts.json --checkpoint none --image-size 256"
         ) from e
     except BaseException:
         partial.unlink(missing_ok=True)

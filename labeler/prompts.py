@@ -1,5 +1,9 @@
 """The saved-prompts file (`prompts.json`, version 1): guides drawn on a few reference images.
 
+`PromptSet` is the file's content; this module reads, validates and writes it. The guide classes it
+holds (`ObjectGuides`, `ReferenceGuides`, `class_name`) live in `labeler.guides` and are re-exported
+here; masks are encoded by `labeler.rle`.
+
 File shape (optional fields may be absent):
 
     {"version": 1,
@@ -20,7 +24,8 @@ from 1, with its image as written) and the field, e.g.
 `prompts.json: reference 2 (refs/b.jpg): objects[0] (id 3).box: x1 (12.0) must be greater than x0 (40.0)`
 (objects[j] is the index in the JSON list, from 0), or `prompts.json: version: ...` for top-level fields.
 
-Usage: `save_prompts(prompts, "run/prompts.json")`, then `prompts = load_prompts("run/prompts.json")`.
+Usage: `prompts.save("run/prompts.json")`, then `prompts = PromptSet.load("run/prompts.json")`
+(the same as `save_prompts(prompts, path)` and `load_prompts(path)`).
 """
 
 from __future__ import annotations
@@ -33,17 +38,20 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from labeler.files import atomic_write_text
-from labeler.images import ImageReadError, upright_size
+from . import rle
+from .errors import UsageError
+from .files import atomic_write_text
+from .guides import ObjectGuides, ReferenceGuides, class_name
+from .images import ImageReadError, upright_size
 
 __all__ = [
     "FORMAT_VERSION",
-    "ObjectGuides",
+    "ObjectGuides",  # re-exported from labeler.guides
     "PromptError",
     "PromptSet",
-    "ReferenceGuides",
+    "ReferenceGuides",  # re-exported from labeler.guides
+    "class_name",  # re-exported from labeler.guides
     "load_prompts",
     "prompts_from_dict",
     "prompts_to_dict",
@@ -59,94 +67,8 @@ _OBJECT_FIELDS = ("id", "box", "points", "labels", "paint", "erase")
 _MASK_FIELDS = ("size", "counts")
 
 
-def class_name(classes: dict[int, str], obj_id: int) -> str:
-    """Class name of `obj_id`, or `object_<id>` when `classes` has none.
-
-    Usage: `class_name({1: "scratch"}, 2)` -> "object_2".
-    """
-    return classes.get(obj_id) or f"object_{obj_id}"
-
-
-class PromptError(ValueError):
+class PromptError(UsageError, ValueError):
     """A prompts file (or PromptSet) that can't be used; the message names the file, reference and field."""
-
-
-def _same_mask(a: np.ndarray | None, b: np.ndarray | None) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return np.array_equal(a, b)
-
-
-@dataclass(eq=False)
-class ObjectGuides:
-    """The guides drawn for one object ID on one reference image.
-
-    Attributes:
-        id: object ID, 1–255.
-        box: (x0, y0, x1, y1) in upright image pixels, or None.
-        points: [(x, y), ...] click points in upright image pixels.
-        labels: one label per point, 1 = positive, 0 = negative.
-        paint: (H, W) bool brush paint, or None.
-        erase: (H, W) bool brush erase, or None.
-    Usage: `ObjectGuides(1, box=(4, 5, 30, 40), points=[(10, 12)], labels=[0]).has_prompt` -> True.
-    Equality compares masks by value (`np.array_equal`).
-    """
-
-    id: int
-    box: tuple[float, float, float, float] | None = None
-    points: list[tuple[float, float]] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    paint: np.ndarray | None = None
-    erase: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.box is not None:
-            self.box = tuple(self.box)
-        self.points = [tuple(p) for p in self.points]
-        self.labels = list(self.labels)
-
-    @property
-    def has_prompt(self) -> bool:
-        """A box or at least one point: what SAM 2 takes as a box/point prompt."""
-        return self.box is not None or len(self.points) > 0
-
-    @property
-    def has_guide(self) -> bool:
-        """A prompt, or paint with at least one pixel set (erase alone guides nothing)."""
-        return self.has_prompt or (self.paint is not None and bool(np.any(self.paint)))
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ObjectGuides):
-            return NotImplemented
-        return (
-            (self.id, self.box, self.points, self.labels) == (other.id, other.box, other.points, other.labels)
-            and _same_mask(self.paint, other.paint)
-            and _same_mask(self.erase, other.erase)
-        )
-
-
-@dataclass
-class ReferenceGuides:
-    """One reference image and the objects guided on it.
-
-    Attributes:
-        image: path of the image (made absolute).
-        width, height: upright (EXIF-applied) size of the image in pixels.
-        objects: the guided objects, at most one per ID.
-    Usage: `ReferenceGuides("refs/a.jpg", 960, 540, [ObjectGuides(1, box=(0, 0, 9, 9))]).object(1)`.
-    """
-
-    image: Path
-    width: int
-    height: int
-    objects: list[ObjectGuides] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.image = Path(os.path.abspath(self.image))
-
-    def object(self, obj_id: int) -> ObjectGuides | None:
-        """The guides for `obj_id` on this reference, or None."""
-        return next((o for o in self.objects if o.id == obj_id), None)
 
 
 @dataclass
@@ -168,6 +90,24 @@ class PromptSet:
         """The class name given for `obj_id`, else `object_<id>`."""
         return class_name(self.classes, obj_id)
 
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PromptSet:
+        """`load_prompts(path)`: read and fully validate a prompts file."""
+        return load_prompts(path)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """`save_prompts(self, path)`: validate, then write atomically."""
+        save_prompts(self, path)
+
+
+def as_prompt_set(prompts: PromptSet | str | os.PathLike) -> PromptSet:
+    """`prompts` itself, or the prompts file at that path, loaded (PromptError when absent or invalid)."""
+    if isinstance(prompts, PromptSet):
+        return prompts
+    if not Path(prompts).is_file():
+        raise PromptError(f"no prompts file at {prompts}")
+    return load_prompts(prompts)
+
 
 # ----------------------------------------------------------------------------------------------
 # Writing
@@ -178,12 +118,9 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _encode_mask(mask: np.ndarray) -> dict:
-    m = np.asarray(mask)
-    if m.ndim != 2:  # left for validation to report as a size mismatch
-        return {"size": [int(s) for s in m.shape], "counts": ""}
-    rle = mask_utils.encode(np.asfortranarray(m.astype(bool).astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+def _mask_to_dict(mask: np.ndarray) -> dict:
+    m = np.asarray(mask)  # not (H, W): left for validation to report as a size mismatch
+    return rle.encode(m) if m.ndim == 2 else {"size": [int(n) for n in m.shape], "counts": ""}
 
 
 def _written_path(image: Path, base_dir: Path) -> str:
@@ -199,9 +136,9 @@ def _object_to_dict(obj: ObjectGuides) -> dict:
         d["points"] = [[_plain(v) for v in p] for p in obj.points]
         d["labels"] = [_plain(v) for v in obj.labels]
     if obj.paint is not None:
-        d["paint"] = _encode_mask(obj.paint)
+        d["paint"] = _mask_to_dict(obj.paint)
     if obj.erase is not None:
-        d["erase"] = _encode_mask(obj.erase)
+        d["erase"] = _mask_to_dict(obj.erase)
     return d
 
 
@@ -346,32 +283,6 @@ def _labels(value: Any, at: str, n_points: int) -> list[int]:
     return list(value)
 
 
-def _rle_counts(counts: str) -> list[int] | None:
-    """Run lengths of a compressed COCO RLE string (pycocotools' rleFrString), None if malformed."""
-    runs: list[int] = []
-    p = 0
-    while p < len(counts):
-        x, k, more = 0, 0, True
-        while more:
-            if p >= len(counts):
-                return None  # the string ends inside a number
-            c = ord(counts[p]) - 48
-            if not 0 <= c < 64:
-                return None
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        if x < 0:
-            return None
-        runs.append(x)
-    return runs
-
-
 def _mask(value: Any, at: str, width: int, height: int) -> np.ndarray:
     _expect_object(value, at, '{"size": [height, width], "counts": "<COCO RLE>"}')
     _check_known(value, _MASK_FIELDS, at, ".")
@@ -381,11 +292,10 @@ def _mask(value: Any, at: str, width: int, height: int) -> np.ndarray:
         _fail(f"{at}.size", f"{_show(size)} is not [height, width] = [{height}, {width}] of the reference")
     if not isinstance(counts, str):
         _fail(f"{at}.counts", f"expected a compressed COCO RLE string, got {_show(counts)}")
-    runs = _rle_counts(counts)
-    if runs is None or sum(runs) != height * width:
+    try:
+        return rle.decode(value)
+    except ValueError:
         _fail(f"{at}.counts", f"malformed COCO RLE for a {width}x{height} mask")
-    column_major = np.repeat(np.arange(len(runs)) % 2 == 1, runs)  # runs alternate 0, 1, 0, ...
-    return np.ascontiguousarray(column_major.reshape(width, height).T)
 
 
 def _object(d: Any, ref_at: str, j: int, width: int, height: int) -> ObjectGuides:

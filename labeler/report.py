@@ -6,11 +6,11 @@ object score is lowest first - those most likely to need a look. A target on whi
 found counts as score 0, so it comes first (a miss is what a review should catch). At most
 MAX_SHOWN (48) thumbnails; the sheet says how many of how many are shown.
 
-Built after the batch from the output folder (manifest rows, overlays/<stem>.jpg read one at a
+Built after the batch from the output folder (manifest records, overlays/<stem>.jpg read one at a
 time), drawn with matplotlib's Agg canvas: no pyplot, no GUI backend. The sheet is SHEET_WIDTH
 pixels wide and `sheet_size(n)` high for n thumbnails.
 
-Usage: `write_report(Path("out"), targets, output_stems(targets), {1: "disc"}, [1, 2])` -> out/report.png
+Usage: `write_report(Path("out"), targets, {1: "disc"}, [1, 2])` -> out/report.png
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import numpy as np
 from PIL import Image
 
 from .colors import color_for
-from .exports import LabeledTarget, all_object_ids, labeled_targets
+from .exports.common import all_object_ids
 from .files import atomic_write_bytes
-from .manifest import Manifest
-from .writers import class_name
+from .guides import class_name
+from .output_folder import OutputFolder, TargetRecord
 
 MAX_SHOWN = 48
 DPI = 100
@@ -39,13 +39,13 @@ TITLE_H, PANEL_H, BOTTOM = 56, 310, 10
 CAPTION_IDS = 4  # scores shown per caption (the lowest ones); the rest as "+n"
 
 
-def min_score(item: LabeledTarget) -> float:
+def min_score(item: TargetRecord) -> float:
     """The lowest score among the target's present objects; 0 when no object was found on it."""
     scores = [s for _, s in item.present]
     return min(scores) if scores else 0.0
 
 
-def review_order(items: list[LabeledTarget], limit: int = MAX_SHOWN) -> list[LabeledTarget]:
+def review_order(items: list[TargetRecord], limit: int = MAX_SHOWN) -> list[TargetRecord]:
     """The targets to show, lowest `min_score` first (ties keep the target order), at most `limit`."""
     return sorted(items, key=min_score)[:limit]
 
@@ -74,7 +74,7 @@ def _shorten(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n // 2 - 1] + "…" + text[-(n - n // 2):]
 
 
-def _caption(item: LabeledTarget) -> str:
+def _caption(item: TargetRecord) -> str:
     present = sorted(item.present, key=lambda p: p[1])
     if not present:
         scores = "nothing found"
@@ -89,7 +89,7 @@ def _rgb(obj_id: int) -> tuple[float, float, float]:
     return tuple(c / 255 for c in color_for(obj_id))
 
 
-def _panel(fig, items: list[LabeledTarget], classes: dict[int, str], object_ids: list[int], height: int) -> None:
+def _panel(fig, items: list[TargetRecord], classes: dict[int, str], object_ids: list[int], height: int) -> None:
     """Bar chart of present counts per ID (left) and grouped histogram of present scores per ID (right)."""
     from matplotlib.ticker import MaxNLocator
 
@@ -132,13 +132,13 @@ def _panel(fig, items: list[LabeledTarget], classes: dict[int, str], object_ids:
     hist.spines[["top", "right"]].set_visible(False)
 
 
-def render_report(output_dir: str | os.PathLike, items: list[LabeledTarget], classes: dict[int, str],
+def render_report(output_dir: str | os.PathLike, items: list[TargetRecord], classes: dict[int, str],
                   object_ids: list[int], total: int, failed: int, limit: int = MAX_SHOWN) -> bytes:
     """The sheet as PNG bytes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    output_dir = Path(output_dir)
+    folder = OutputFolder(output_dir)
     shown = review_order(items, limit)
     width, height = sheet_size(len(shown))
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
@@ -158,7 +158,7 @@ def render_report(output_dir: str | os.PathLike, items: list[LabeledTarget], cla
     for n, item in enumerate(shown):
         row, col = divmod(n, COLUMNS)
         x0, y0 = col * CELL_W, grid_top + row * CELL_H  # cell's top-left, from the top
-        thumb = _thumbnail(output_dir / "overlays" / f"{item.stem}.jpg")
+        thumb = _thumbnail(folder.overlay(item.stem))
         if thumb is None:
             thumb = np.full((THUMB_H, THUMB_W, 3), 200, dtype=np.uint8)
             fig.text((x0 + CELL_W / 2) / width, 1 - (y0 + THUMB_H / 2) / height, "no overlay",
@@ -175,14 +175,13 @@ def render_report(output_dir: str | os.PathLike, items: list[LabeledTarget], cla
     return buf.getvalue()
 
 
-def write_report(output_dir: str | os.PathLike, targets: list[Path], stems: list[str], classes: dict[int, str],
+def write_report(output_dir: str | os.PathLike, targets: list[Path], classes: dict[int, str],
                  object_ids: list[int] | None = None, limit: int = MAX_SHOWN) -> Path:
     """Write output_dir/report.png for the targets the manifest records as labeled."""
-    output_dir = Path(output_dir)
-    items = labeled_targets(output_dir, targets, stems)
+    folder = OutputFolder(output_dir)
+    records = folder.manifest().records(targets)
+    items = folder.labeled(targets)
+    failed = sum(r.status == "failed" for r in records)
     ids = all_object_ids(items, object_ids)
-    manifest = Manifest.load(output_dir / "manifest.json")
-    failed = sum(manifest.status(t) == "failed" for t in targets)
-    path = output_dir / "report.png"
-    atomic_write_bytes(path, render_report(output_dir, items, classes, ids, len(targets), failed, limit))
-    return path
+    atomic_write_bytes(folder.report_png, render_report(folder.root, items, classes, ids, len(targets), failed, limit))
+    return folder.report_png

@@ -555,7 +555,19 @@ def use_window_backend() -> None:
             except ImportError:
                 continue
         else:
-            raise UsageError("no window toolkit for matplotlib: install tkinter (python3-tk) or PySide6")
+            import importlib.util
+
+            # With DISPLAY naming no running server, matplotlib refuses every toolkit as "headless";
+            # an installed toolkit (_tkinter: Tk's C part, absent without python3-tk) means the display is at fault.
+            if not any(importlib.util.find_spec(m) for m in ("_tkinter", "PySide6", "PyQt6", "PyQt5", "PySide2")):
+                raise UsageError("no window toolkit for matplotlib: install tkinter (python3-tk) or PySide6")
+            var = "DISPLAY" if os.environ.get("DISPLAY") else "WAYLAND_DISPLAY"
+            server = "X server" if var == "DISPLAY" else "Wayland compositor"
+            raise UsageError(
+                f"can't open the display {os.environ.get(var)!r} ({var}): no {server} answers there. "
+                "Over SSH use `ssh -X`; from WSL or Docker start VcXsrv on Windows and set DISPLAY "
+                "(e.g. host.docker.internal:0.0); on a server, rerun saved prompts with --headless"
+            )
     # The window's own keys (Q, P, R, S, …) must not trigger matplotlib's default shortcuts.
     for key in [k for k in matplotlib.rcParams if k.startswith("keymap.")]:
         matplotlib.rcParams[key] = []

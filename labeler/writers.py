@@ -4,7 +4,7 @@ Usage:
     writer = TargetWriter(Path("out"), {1: "scratch"})
     writer.write("img_001", rgb, detections)          # out/id_masks, masks, labels, overlays, bboxes
     table = ResultsTable({1: "scratch"})
-    table.add_target("img_001.jpg", detections)
+    table.add_target("img_001.jpg", detections)        # or table.add_record(TargetRecord(...))
     table.add_failure("broken.jpg", "cannot decode")
     table.write(Path("out/results.csv"))
 """
@@ -19,19 +19,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from labeler.colors import color_for
-from labeler.detections import Detection
-from labeler.files import atomic_write_bytes, atomic_write_text
-from labeler.prompts import class_name
+from .colors import color_for
+from .detections import Detection
+from .files import atomic_write_bytes, atomic_write_text
+from .guides import class_name
+from .output_folder import TARGET_FOLDERS, ObjectRecord, OutputFolder, TargetRecord
 
-SUBFOLDERS = ("id_masks", "masks", "labels", "overlays", "bboxes")
 JPEG_QUALITY = 90
 OVERLAY_ALPHA = 0.5
-
-
-def id_mask_path(output_dir: str | os.PathLike, stem: str, obj_id: int) -> Path:
-    """Where object `obj_id`'s mask on the target written as `stem` goes: id_masks/<stem>_id<k>.png."""
-    return Path(output_dir) / "id_masks" / f"{stem}_id{obj_id}.png"
 
 
 def paint_order(detections: list[Detection]) -> list[Detection]:
@@ -107,87 +102,102 @@ class TargetWriter:
     Usage: `TargetWriter(out_dir, {1: "scratch"}).write("img_001", rgb, detections)`.
     """
 
-    def __init__(self, output_dir: Path, classes: dict[int, str]):
-        self.output_dir = Path(output_dir)
+    def __init__(self, output_dir: str | os.PathLike | OutputFolder, classes: dict[int, str]):
+        self.folder = output_dir if isinstance(output_dir, OutputFolder) else OutputFolder(output_dir)
         self.classes = classes
-        for name in SUBFOLDERS:
-            (self.output_dir / name).mkdir(parents=True, exist_ok=True)
+        for name in TARGET_FOLDERS:
+            (self.folder.root / name).mkdir(parents=True, exist_ok=True)
 
     def write(self, stem: str, image: np.ndarray, detections: list[Detection]) -> None:
         """Write id_masks/<stem>_id<k>.png, masks/<stem>.png, labels/<stem>.png, overlays/<stem>.jpg, bboxes/<stem>.txt."""
         _check_image(image)
         shape = image.shape[:2]
-        out = self.output_dir
+        folder = self.folder
         for d in detections:
-            path = id_mask_path(out, stem, d.id)
+            path = folder.id_mask(stem, d.id)
             if d.present:
                 atomic_write_bytes(path, _encode(".png", _mask(d, shape).astype(np.uint8) * 255))
             else:
                 path.unlink(missing_ok=True)  # a stale mask from an earlier run
         labels = label_map(shape, detections)
-        atomic_write_bytes(out / "masks" / f"{stem}.png", _encode(".png", _bgr(color_mask(labels))))
-        atomic_write_bytes(out / "labels" / f"{stem}.png", _encode(".png", labels))
+        atomic_write_bytes(folder.color_mask(stem), _encode(".png", _bgr(color_mask(labels))))
+        atomic_write_bytes(folder.label_map(stem), _encode(".png", labels))
         overlay = draw_overlay(image, detections, self.classes)
         atomic_write_bytes(
-            out / "overlays" / f"{stem}.jpg",
-            _encode(".jpg", _bgr(overlay), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]),
+            folder.overlay(stem), _encode(".jpg", _bgr(overlay), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         )
         lines = [
             f"{d.id} " + " ".join(str(v) for v in d.bbox)
             for d in sorted(detections, key=lambda d: d.id)
             if d.bbox is not None
         ]
-        atomic_write_text(out / "bboxes" / f"{stem}.txt", "".join(line + "\n" for line in lines))
+        atomic_write_text(folder.bboxes(stem), "".join(line + "\n" for line in lines))
 
 
 class ResultsTable:
-    """Rows of results.csv, written atomically in one go.
+    """results.csv: a rendering of target records, a row per target and object, written atomically in one go.
 
     Usage: `t = ResultsTable(classes); t.add_target("a.jpg", dets); t.add_failure("b.jpg", "why"); t.write(p)`.
     """
 
     COLUMNS = ["image", "id", "class", "score", "logit", "area", "bbox", "status", "error"]
 
-    def __init__(self, classes: dict[int, str]):
+    def __init__(self, classes: dict[int, str], records: list[TargetRecord] = ()):
         self.classes = classes
-        self.rows: list[dict[str, str]] = []
-        self.targets = 0  # targets labeled, failures excluded
+        self.records: list[TargetRecord] = list(records)
+
+    def add_record(self, record: TargetRecord) -> None:
+        self.records.append(record)
 
     def add_target(self, image_name: str, detections: list[Detection]) -> None:
-        """One row per detection (present or absent), in ID order."""
-        self.targets += 1
-        for d in sorted(detections, key=lambda d: d.id):
-            bbox = d.bbox
-            self.rows.append({
-                "image": image_name,
-                "id": str(d.id),
-                "class": class_name(self.classes, d.id),
-                "score": f"{d.score:.4f}",
-                "logit": f"{d.logit:.4f}",
-                "area": str(d.area),
-                "bbox": " ".join(str(v) for v in bbox) if bbox is not None else "",
-                "status": "present" if d.present else "absent",
-                "error": "",
-            })
+        """A labeled target: one row per detection (present or absent), in ID order."""
+        objects = [ObjectRecord.from_detection(d) for d in sorted(detections, key=lambda d: d.id)]
+        self.add_record(TargetRecord(Path(image_name), Path(image_name).stem, "labeled", objects))
 
     def add_failure(self, image_name: str, reason: str) -> None:
-        """One `failed` row for a target that could not be read or labeled."""
-        row = dict.fromkeys(self.COLUMNS, "")
-        row.update(image=image_name, status="failed", error=" ".join(str(reason).split()))
-        self.rows.append(row)
+        """A target that could not be read or labeled: one `failed` row."""
+        self.add_record(TargetRecord(Path(image_name), Path(image_name).stem, "failed",
+                                     error=" ".join(str(reason).split())))
+
+    @property
+    def rows(self) -> list[dict[str, str]]:
+        rows = []
+        for record in self.records:
+            if record.status == "failed":
+                row = dict.fromkeys(self.COLUMNS, "")
+                row.update(image=record.name, status="failed", error=record.error)
+                rows.append(row)
+                continue
+            for o in sorted(record.objects, key=lambda o: o.id):
+                rows.append({
+                    "image": record.name,
+                    "id": str(o.id),
+                    "class": class_name(self.classes, o.id),
+                    "score": f"{o.score:.4f}",
+                    "logit": f"{o.logit:.4f}",
+                    "area": str(o.area),
+                    "bbox": " ".join(str(v) for v in o.bbox) if o.bbox is not None else "",
+                    "status": "present" if o.present else "absent",
+                    "error": "",
+                })
+        return rows
+
+    @property
+    def targets(self) -> int:
+        """Targets labeled, failures excluded."""
+        return sum(r.status == "labeled" for r in self.records)
 
     @property
     def failures(self) -> int:
         """Number of failed targets."""
-        return sum(r["status"] == "failed" for r in self.rows)
+        return sum(r.status == "failed" for r in self.records)
 
     def present_counts(self) -> dict[int, int]:
         """Object ID -> number of targets it is present on (IDs seen only as absent map to 0)."""
         counts: dict[int, int] = {}
-        for r in self.rows:
-            if r["id"]:
-                obj_id = int(r["id"])
-                counts[obj_id] = counts.get(obj_id, 0) + (r["status"] == "present")
+        for record in self.records:
+            for o in record.objects:
+                counts[o.id] = counts.get(o.id, 0) + o.present
         return dict(sorted(counts.items()))
 
     def write(self, path: Path) -> None:

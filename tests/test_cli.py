@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import IMAGE_SIZE
-from labeler.batch import output_stems
+from labeler.output_folder import output_stems
 from labeler.images import upright_size
 from labeler.prompts import ObjectGuides, PromptSet, ReferenceGuides, load_prompts, save_prompts
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 import cv2
@@ -16,15 +17,14 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
 from conftest import IMAGE_SIZE, save_jpeg, synthetic_image
-from labeler.batch import output_stems
 from labeler.cli import main
-from labeler.exports import LabeledTarget, parse_formats, write_exports
+from labeler.exports import parse_formats, write_exports
 from labeler.exports.yolo import polygon_lines
 from labeler.images import upright_size
-from labeler.manifest import Manifest
+from labeler.output_folder import Manifest, ObjectRecord, TargetRecord, output_stems
+from labeler.guides import class_name
 from labeler.prompts import ObjectGuides, PromptSet, ReferenceGuides, save_prompts
 from labeler.report import MAX_SHOWN, render_report, review_order, sheet_size
-from labeler.writers import class_name
 from test_cli import ROOT, check_outputs, run_main
 
 # pycocotools' decode under numpy 2 (its own code, harmless)
@@ -84,7 +84,7 @@ def check_coco(out: Path, targets: list[Path], classes: dict[int, str], object_i
             assert ann["area"] == mask.sum() == int(row["area"])
             x0, y0, x1, y1 = map(int, row["bbox"].split())
             assert ann["bbox"] == [x0, y0, x1 - x0, y1 - y0]
-            assert ann["score"] == pytest.approx(float(row["score"])) and ann["iscrowd"] == 0
+            assert ann["score"] == pytest.approx(float(row["score"]), abs=5e-5) and ann["iscrowd"] == 0  # full precision
     assert len(coco.dataset["annotations"]) == sum(r["status"] == "present" for r in rows)
     return coco
 
@@ -181,14 +181,11 @@ def test_an_object_in_two_parts_gives_two_polygons_and_an_exact_rle(tmp_path):
     (out / "id_masks").mkdir(parents=True)
     Image.fromarray(mask.astype(np.uint8) * 255).save(out / "id_masks" / "img_id7.png")
     manifest = Manifest(out / "manifest.json")
-    manifest.record(target, "img", "fp", "labeled", [
-        {"image": "img.jpg", "id": "3", "class": "object_3", "score": "0.1000", "logit": "-2.1972", "area": "0",
-         "bbox": "", "status": "absent", "error": ""},
-        {"image": "img.jpg", "id": "7", "class": "crack", "score": "0.8000", "logit": "1.3863",
-         "area": str(mask.sum()), "bbox": "10 5 116 80", "status": "present", "error": ""},
-    ])
+    manifest.record("fp", TargetRecord(target, "img", "labeled", [
+        ObjectRecord(3, math.log(0.1 / 0.9), False), ObjectRecord(7, math.log(0.8 / 0.2), True, int(mask.sum()), (10, 5, 116, 80)),
+    ]))
     manifest.save()
-    written = write_exports(out, [target], ["img"], {7: "crack"}, "coco, yolo", object_ids=[3, 7])
+    written = write_exports(out, [target], {7: "crack"}, "coco, yolo", object_ids=[3, 7])
     assert written == [out / "coco.json", out / "yolo"]
 
     lines = (out / "yolo" / "labels" / "img.txt").read_text().splitlines()
@@ -204,19 +201,16 @@ def test_an_object_in_two_parts_gives_two_polygons_and_an_exact_rle(tmp_path):
     coco = COCO(str(out / "coco.json"))
     (ann,) = coco.dataset["annotations"]
     np.testing.assert_array_equal(mask_util.decode(coco.annToRLE(ann)).astype(bool), mask)  # hole and pixel kept
-    assert ann["area"] == mask.sum() and ann["bbox"] == [10, 5, 106, 75] and ann["score"] == 0.8
+    assert ann["area"] == mask.sum() and ann["bbox"] == [10, 5, 106, 75] and ann["score"] == pytest.approx(0.8, abs=1e-12)  # full precision
     assert coco.dataset["images"] == [{"id": 1, "file_name": "img.jpg", "width": 120, "height": 90}]
     assert json.loads((out / "coco.json").read_text())["categories"][0] == {
         "id": 3, "name": "object_3", "supercategory": "object"}
 
 
-def _item(name: str, *scores: float) -> LabeledTarget:
-    rows = [{"id": str(k), "score": f"{s:.4f}", "status": "present" if s >= 0 else "absent"}
-            for k, s in enumerate(scores, start=1)]
-    for r in rows:
-        if r["status"] == "absent":
-            r["score"] = "0.0100"
-    return LabeledTarget(Path(name), Path(name).stem, rows)
+def _item(name: str, *scores: float) -> TargetRecord:
+    """A labeled target whose object k has score scores[k-1] (a negative score: absent)."""
+    objects = [ObjectRecord(k, math.log(s / (1 - s)) if s >= 0 else -4.6, s >= 0) for k, s in enumerate(scores, start=1)]
+    return TargetRecord(Path(name), Path(name).stem, "labeled", objects)
 
 
 def test_review_sheet_order_is_lowest_score_first_and_at_most_48():

@@ -197,9 +197,9 @@ def test_relabeled_masks_are_remade_and_absent_objects_lose_their_meshes(copy_of
     manifest = json.loads((out / "manifest.json").read_text())
     gone_stem, gone_id = keys_of(rows)[-1]
     for entry in manifest["targets"].values():
-        for row in entry["rows"]:
-            if entry["stem"] == gone_stem and row["id"] == str(gone_id):
-                row["status"] = "absent"
+        for obj in entry["objects"]:
+            if entry["stem"] == gone_stem and obj["id"] == gone_id:
+                obj["present"] = False
     (out / "manifest.json").write_text(json.dumps(manifest))
     standin = StandIn()
     summary = write_meshes(out, TARGETS, standin)

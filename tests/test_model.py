@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import http.server
+import re
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 
 from labeler import model as model_module
-from labeler.model import ModelError, build_predictor, download_checkpoint, resolve_device
+from labeler.model import (
+    ModelError,
+    build_predictor,
+    check_checkpoint,
+    check_checkpoint_file,
+    download_checkpoint,
+    resolve_device,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_checkpoint_weights_are_loaded(test_checkpoint):
@@ -33,15 +46,46 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
         build_predictor("tiny", checkpoint=path, image_size=128)
 
 
-@pytest.mark.parametrize("content, message", [(b"\x00garbage" * 10, "cannot be read"), (None, "no 'model' state dict")])
-def test_corrupt_checkpoint_is_refused(tmp_path, content, message):
+def _truncated_checkpoint(path):
+    torch.save({"model": {"w": torch.zeros(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:2000])  # a zip checkpoint cut short, as by a failed copy
+
+
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (lambda p: p.write_text("model: tiny\n"), "not a PyTorch checkpoint: .*bad.pt"),
+        (lambda p: p.write_bytes(b"\x00garbage" * 10), "not a PyTorch checkpoint: .*bad.pt"),
+        (_truncated_checkpoint, "bad.pt: cannot be read"),
+        (lambda p: p.write_bytes(b"\x80\x02garbage" * 10), "bad.pt: cannot be read \\(UnpicklingError"),
+        (lambda p: torch.save({"weights": {}}, p), "no 'model' state dict"),
+    ],
+    ids=["text", "random bytes", "damaged zip", "damaged pickle", "no model"],
+)
+def test_corrupt_checkpoint_is_refused(tmp_path, write, message):
     path = tmp_path / "bad.pt"
-    if content is None:
-        torch.save({"weights": {}}, path)
-    else:
-        path.write_bytes(content)
-    with pytest.raises(ModelError, match=message):
+    write(path)
+    with pytest.raises(ModelError, match=message) as refused:
         build_predictor("tiny", checkpoint=path, image_size=128)
+    assert "\n" not in str(refused.value)  # one line, without torch's weights_only advice
+
+
+def test_a_file_that_is_no_checkpoint_is_refused_before_any_model_is_built(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not weights\n")
+    with pytest.raises(ModelError, match=r"^not a PyTorch checkpoint: .*notes.txt \(neither a zip archive nor a pickle"):
+        check_checkpoint("tiny", path)
+    path.write_bytes(b"")
+    with pytest.raises(ModelError, match="not a PyTorch checkpoint: .*an empty file"):
+        check_checkpoint_file(path)
+
+
+def test_model_module_imports_without_torch():
+    # The command line answers argument errors without paying for torch's import (3 s).
+    code = "import labeler.model, sys; print('torch' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False"
 
 
 def test_missing_checkpoint_names_the_download_command(tmp_path, monkeypatch):
@@ -115,6 +159,7 @@ def test_truncated_download_leaves_nothing(tmp_path, monkeypatch):
 
 def test_download_without_network_shows_the_untrained_run(tmp_path, monkeypatch):
     monkeypatch.setattr(model_module, "DOWNLOAD_BASE", "http://127.0.0.1:9/")  # nothing listens there
-    with pytest.raises(ModelError, match=r"could not download(.|\n)*--checkpoint none"):
+    command = "python main.py --headless --prompts assets/demo/prompts.json --checkpoint none --image-size 256"
+    with pytest.raises(ModelError, match=r"could not download(.|\n)*" + re.escape(command)):
         download_checkpoint("tiny", tmp_path / "x.pt")
     assert list(tmp_path.iterdir()) == []

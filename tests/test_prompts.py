@@ -1,9 +1,10 @@
-"""Tests for labeler.prompts: the saved-prompts file (prompts.json, version 1)."""
+"""Tests for labeler.prompts (the saved-prompts file, prompts.json version 1), labeler.guides and labeler.rle."""
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import shutil
 from pathlib import Path
 
@@ -12,11 +13,11 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from labeler import guides, prompts as prompts_module, rle as rle_codec
+from labeler.guides import ObjectGuides, ReferenceGuides
 from labeler.prompts import (
-    ObjectGuides,
     PromptError,
     PromptSet,
-    ReferenceGuides,
     load_prompts,
     prompts_from_dict,
     prompts_to_dict,
@@ -129,6 +130,26 @@ def test_prompt_set_lookups(tmp_path: Path) -> None:
     assert prompts.class_name(3) == "object_3"
     assert refs[0].object(1) is o7
     assert refs[0].object(3) is None
+
+
+def test_prompts_re_exports_the_guide_classes() -> None:
+    assert prompts_module.ObjectGuides is guides.ObjectGuides
+    assert prompts_module.ReferenceGuides is guides.ReferenceGuides
+    assert prompts_module.class_name is guides.class_name
+
+
+def test_object_guides_keyword_construction_round_trips(project: Path) -> None:
+    paint = paint_mask()
+    obj = ObjectGuides(id=2, points=[[1, 2]], labels=[1], paint=paint, erase=erase_mask().astype(np.uint8))
+    assert obj.points == [(1, 2)] and obj.labels == [1]
+    assert obj.paint is paint  # a bool array is kept, not copied
+    assert obj.erase.dtype == bool and np.array_equal(obj.erase, erase_mask())
+    assert ObjectGuides(id=1, box=[4, 5, 30, 40]).box == (4, 5, 30, 40)
+    assert ObjectGuides(id=3, paint=paint.tolist()).paint.dtype == bool
+
+    prompts = PromptSet([ReferenceGuides(project / A, W, H, [obj, ObjectGuides(id=1, box=[4, 5, 30, 40])])])
+    prompts.save(project / "prompts.json")
+    assert PromptSet.load(project / "prompts.json") == prompts == load_prompts(project / "prompts.json")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,6 +299,86 @@ def test_exif_rotated_reference_records_upright_size(tmp_path: Path) -> None:
         load_prompts(write_json(tmp_path / "prompts.json", data))
     msg = str(err.value)
     assert "reference 1 (rot.jpg): width, height" in msg and "64x48" in msg and "48x64" in msg
+
+
+def test_reference_from_image_reads_upright_size(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "rot.jpg", size=(W, H), orientation=6)  # stored 64x48, upright 48x64
+    obj = ObjectGuides(id=1, box=[1, 2, 47, 63])
+    ref = ReferenceGuides.from_image(image, [obj])
+    assert (ref.image, ref.width, ref.height, ref.objects) == (image, H, W, [obj])
+    plain = ReferenceGuides.from_image(make_image(tmp_path / "plain.png"))
+    assert (plain.width, plain.height, plain.objects) == (W, H, [])
+
+
+# ----------------------------------------------------------------------------------------------
+# COCO RLE
+
+
+def test_rle_round_trip_random_masks() -> None:
+    rng = np.random.default_rng(0)
+    shapes = [(1, 1), (1, 7), (9, 1), (H, W), (37, 53)]
+    for shape in shapes:
+        for mask in [np.zeros(shape, bool), np.ones(shape, bool)] + [rng.random(shape) < p for p in (0.05, 0.5, 0.95)]:
+            encoded = rle_codec.encode(mask)
+            assert encoded == rle(mask)  # the bytes pycocotools writes, as a JSON-ready dict
+            assert json.loads(json.dumps(encoded)) == encoded
+            back = rle_codec.decode(encoded)
+            assert back.dtype == bool and back.flags.c_contiguous and np.array_equal(back, mask)
+    assert rle_codec.encode(paint_mask().astype(np.uint8) * 255) == rle(paint_mask())
+
+
+M45 = np.zeros((4, 5), bool)
+M45[1:3, 2:4] = True  # encodes as "92203"
+
+
+@pytest.mark.parametrize(
+    "size, counts, reason",
+    [
+        ([4, 5], "!!!", "outside the RLE alphabet"),
+        ([4, 5], "zz", "outside the RLE alphabet"),  # pycocotools decodes "zz" as two runs of 10
+        ([4, 5], "\u00e9\u00e9", "outside the RLE alphabet"),
+        ([4, 5], "4\x004", "outside the RLE alphabet"),  # pycocotools stops at the NUL
+        ([4, 5], "l", "ends inside a number"),  # pycocotools would read past the string's end
+        ([4, 5], "9220l", "ends inside a number"),
+        ([4, 5], "", "not a valid RLE"),  # runs short of 20: pycocotools leaves pixels uninitialised
+        ([4, 5], "9220", "not a valid RLE"),
+        ([4, 5], "?", "not a valid RLE"),
+        ([4, 5], "922033", "overrun"),
+        ([4, 5], "b0" * 50, "overrun"),
+        ([4, 5], "O", "overrun"),  # -1: a negative run
+        ([4, 5], "92O03", "overrun"),
+        ([1, 1], "Q0", "not a valid RLE"),  # 1 written with a redundant digit: not canonical
+        ([4, 6], "92203", "not a valid RLE"),  # another size
+        ([3, 5], "92203", "overrun"),
+        ([4], "92203", "size must be"),
+        ([4, -5], "92203", "size must be"),
+        ([4, 5.0], "92203", "size must be"),
+        ([4, 5], b"92203", "counts must be a string"),
+    ],
+)
+def test_rle_decode_rejects_malformed(size, counts, reason: str) -> None:
+    assert rle_codec.encode(M45)["counts"] == "92203"
+    with pytest.raises(ValueError, match=reason):
+        rle_codec.decode({"size": size, "counts": counts})
+
+
+def test_rle_decode_survives_random_strings() -> None:
+    """Each is rejected or decodes to a mask that re-encodes to it; none crashes (pycocotools alone
+    may corrupt memory on a string that ends inside a number)."""
+    rnd = random.Random(0)
+    for _ in range(3000):
+        counts = "".join(chr(rnd.randint(40, 120)) for _ in range(rnd.randint(0, 40)))
+        size = [rnd.randint(0, 6), rnd.randint(0, 6)]
+        try:
+            mask = rle_codec.decode({"size": size, "counts": counts})
+        except ValueError:
+            continue
+        assert mask.shape == tuple(size) and rle_codec.encode(mask)["counts"] == counts
+
+
+def test_rle_encode_rejects_non_2d() -> None:
+    with pytest.raises(ValueError, match="2-D"):
+        rle_codec.encode(np.ones((2, 3, 3), bool))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,10 +3,10 @@
 images: one per labeled target, `file_name` as in the target folder, upright width/height.
 categories: id = object ID, name = class name or `object_<id>`, for every object ID of the prompts.
 annotations: per present object: `segmentation` (compressed RLE, counts as a string), `area`
-(pixels), `bbox` ([x, y, width, height], integers), `score` (sigmoid of the object-score logit),
+(pixels), `bbox` ([x, y, width, height], integers), `score` (sigmoid of the object-score logit, full precision),
 `iscrowd` 0.
 
-Usage: `write_coco(Path("out"), labeled_targets(...), {1: "disc"}, [1, 2])` -> Path("out/coco.json").
+Usage: `write_coco(folder, folder.labeled(targets), {1: "disc"}, [1, 2])` -> Path("out/coco.json").
 """
 
 from __future__ import annotations
@@ -19,20 +19,16 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from ..files import atomic_write_text
+from ..guides import class_name
 from ..images import upright_size
-from ..writers import class_name
-from . import LabeledTarget, read_id_mask
+from ..output_folder import OutputFolder, TargetRecord
+from ..rle import encode
+from .common import read_id_mask
 
 log = logging.getLogger(__name__)
 
 
-def encode_mask(mask: np.ndarray) -> dict:
-    """(H, W) bool mask -> COCO compressed RLE {"size": [H, W], "counts": str} (JSON-ready)."""
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def coco_dataset(output_dir: Path, items: list[LabeledTarget], classes: dict[int, str],
+def coco_dataset(folder: OutputFolder, items: list[TargetRecord], classes: dict[int, str],
                  object_ids: list[int]) -> dict:
     """The COCO dict; masks are read from id_masks one at a time."""
     images, annotations = [], []
@@ -40,14 +36,14 @@ def coco_dataset(output_dir: Path, items: list[LabeledTarget], classes: dict[int
         width, height = upright_size(item.path)
         images.append({"id": image_id, "file_name": item.path.name, "width": width, "height": height})
         for obj_id, score in item.present:
-            mask = read_id_mask(output_dir, item.stem, obj_id)
+            mask = read_id_mask(folder, item, obj_id)
             if mask is None:
                 continue
             if mask.shape != (height, width):
                 log.warning("export: id mask of object %d of %s is %dx%d, the image %dx%d; left out",
                             obj_id, item.path.name, mask.shape[1], mask.shape[0], width, height)
                 continue
-            rle = encode_mask(mask)
+            rle = encode(mask)
             bbox = mask_util.toBbox(rle)
             annotations.append({
                 "id": len(annotations) + 1,
@@ -69,7 +65,6 @@ def coco_dataset(output_dir: Path, items: list[LabeledTarget], classes: dict[int
     }
 
 
-def write_coco(output_dir: Path, items: list[LabeledTarget], classes: dict[int, str], object_ids: list[int]) -> Path:
-    path = Path(output_dir) / "coco.json"
-    atomic_write_text(path, json.dumps(coco_dataset(output_dir, items, classes, object_ids)) + "\n")
-    return path
+def write_coco(folder: OutputFolder, items: list[TargetRecord], classes: dict[int, str], object_ids: list[int]) -> Path:
+    atomic_write_text(folder.coco_json, json.dumps(coco_dataset(folder, items, classes, object_ids)) + "\n")
+    return folder.coco_json

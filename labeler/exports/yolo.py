@@ -10,7 +10,7 @@ Polygons are OpenCV's external contours (`cv2.findContours`, RETR_EXTERNAL, CHAI
 contour points are the boundary pixels' coordinates, so `cv2.fillPoly` of a polygon gives back the
 part's pixels exactly - with its holes filled: a YOLO polygon can't have holes.
 
-Usage: `write_yolo(Path("out"), labeled_targets(...), {1: "disc"}, [1, 2], Path("targets"))`.
+Usage: `write_yolo(folder, folder.labeled(targets), {1: "disc"}, [1, 2], Path("targets"))`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import cv2
 import numpy as np
 
 from ..files import atomic_write_text
-from ..writers import class_name
-from . import LabeledTarget, read_id_mask
+from ..guides import class_name
+from ..output_folder import OutputFolder, TargetRecord
+from .common import read_id_mask
 
 DECIMALS = 6
 
@@ -65,15 +66,15 @@ def data_yaml(classes: dict[int, str], object_ids: list[int], image_dir: Path | 
     return "\n".join(lines) + "\n"
 
 
-def write_yolo(output_dir: Path, items: list[LabeledTarget], classes: dict[int, str], object_ids: list[int],
+def write_yolo(folder: OutputFolder, items: list[TargetRecord], classes: dict[int, str], object_ids: list[int],
                image_dir: Path | None = None) -> Path:
     """Write yolo/labels/<stem>.txt for every labeled target (empty when nothing is present) and yolo/data.yaml."""
-    root = Path(output_dir) / "yolo"
+    root = folder.yolo
     index = {k: i for i, k in enumerate(object_ids)}
     for item in items:
         lines = []
         for obj_id, _score in item.present:
-            mask = read_id_mask(output_dir, item.stem, obj_id)
+            mask = read_id_mask(folder, item, obj_id)
             if mask is not None and obj_id in index:
                 lines += polygon_lines(mask, index[obj_id])
         atomic_write_text(root / "labels" / f"{item.stem}.txt", "".join(line + "\n" for line in lines))

@@ -1,8 +1,14 @@
-"""`refs` mode inference: targets attend to fixed reference memories, so what doesn't change is done once.
+"""The one place that reaches into SAM 2's internals: inference-state keys, private methods, outputs by position.
 
-For a target at frame K right after the references, SAM 2's `track_step` (non-conditioning
-frame, no prompts) is: assemble the memory of the reference frames and the object pointers,
-run memory attention over the target's image features, run the SAM heads. In `refs` mode the
+SAM 2's video predictor works on a video loaded from a folder. The labeler instead feeds it one
+frame at a time (references, then targets), through the same inference state and the same
+methods `init_state`, `add_new_points_or_box`, `add_new_mask` and `propagate_in_video` use. That
+relies on internals of rf-sam-2 1.0.3, the version tests/test_fidelity.py proves equal to
+`SAM2VideoPredictor`; another version stops at import with one message.
+
+`refs` mode: for a target at frame K right after the references, SAM 2's `track_step`
+(non-conditioning frame, no prompts) is: assemble the memory of the reference frames and the
+object pointers, run memory attention over the target's image features, run the SAM heads. The
 memory is the same for every target, so this module
 
 - assembles each object's memory once, with SAM 2's own `_prepare_memory_conditioned_features`
@@ -15,18 +21,176 @@ memory is the same for every target, so this module
 
 The layer arithmetic follows `MemoryAttention.forward` / `MemoryAttentionLayer.forward` /
 `RoPEAttention.forward` step by step, using their own submodules (dropout is the identity in
-eval mode); tests/test_fidelity.py proves the outputs equal `SAM2VideoPredictor`'s.
+eval mode).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from sam2.modeling.position_encoding import apply_rotary_enc
-from sam2.utils.misc import fill_holes_in_mask_scores
+
+from .errors import UsageError
+
+SAM2_DISTRIBUTION, SAM2_VERSION = "rf-sam-2", "1.0.3"
+
+
+def check_sam2_version(installed: str | None = None) -> None:
+    """Stop with one message unless the installed SAM 2 is the version the fidelity tests cover."""
+    if installed is None:
+        try:
+            installed = importlib.metadata.version(SAM2_DISTRIBUTION)
+        except importlib.metadata.PackageNotFoundError:
+            installed = "not installed"
+    if installed != SAM2_VERSION:
+        raise UsageError(
+            f"SAM 2 ({SAM2_DISTRIBUTION}) {installed} is installed, but the labeler relies on internals of "
+            f"{SAM2_DISTRIBUTION} {SAM2_VERSION}, the version its fidelity tests cover: "
+            f"pip install {SAM2_DISTRIBUTION}=={SAM2_VERSION}"
+        )
+
+
+check_sam2_version()
+
+from sam2.modeling.position_encoding import apply_rotary_enc  # noqa: E402  (after the version check)
+from sam2.utils.misc import fill_holes_in_mask_scores  # noqa: E402
+
+
+def skip_unavailable_hole_filling(predictor) -> None:
+    """Turn off SAM 2's hole filling where its CUDA extension is missing (the rf-sam-2 wheel has none).
+
+    Without the extension SAM 2 skips that step anyway, with a long warning on every frame; turning
+    it off gives the same masks in silence, and no process-wide warnings filter is needed.
+    """
+    if importlib.util.find_spec("sam2._C") is None:
+        predictor.fill_hole_area = 0
+
+
+# ----------------------------------------------------------------------------------------------
+# The inference state, fed one frame at a time
+
+
+def new_state(predictor, num_frames: int) -> dict:
+    """An empty inference state with the fields `SAM2VideoPredictor.init_state` creates.
+
+    Frames are not loaded from a folder: their backbone features are put into
+    `cached_features` by `encode_frame`, one frame at a time.
+    """
+    device = predictor.device
+    return {
+        "images": None, "num_frames": num_frames,
+        "offload_video_to_cpu": False, "offload_state_to_cpu": False,
+        "video_height": None, "video_width": None,
+        "device": device, "storage_device": device,
+        "point_inputs_per_obj": {}, "mask_inputs_per_obj": {},
+        "cached_features": {}, "constants": {},
+        "obj_id_to_idx": OrderedDict(), "obj_idx_to_id": OrderedDict(), "obj_ids": [],
+        "output_dict_per_obj": {}, "temp_output_dict_per_obj": {}, "frames_tracked_per_obj": {},
+    }
+
+
+def object_ids(state: dict) -> list[int]:
+    """The state's object IDs, in the order SAM 2 added them."""
+    return list(state["obj_ids"])
+
+
+def set_frame_size(state: dict, height: int, width: int) -> None:
+    """The original size of the frame being prompted: SAM 2 returns masks at this size."""
+    state["video_height"], state["video_width"] = height, width
+
+
+def encode_frame(predictor, state: dict, frame_idx: int, image: torch.Tensor) -> None:
+    """Run the image encoder on a (1, 3, S, S) model input and cache it as frame `frame_idx` (as `_get_image_feature` does)."""
+    state["cached_features"][frame_idx] = (image, predictor.forward_image(image))
+
+
+def forget_frame_features(state: dict) -> None:
+    state["cached_features"] = {}
+
+
+def prompt_frame(predictor, state: dict, frame_idx: int, obj_id: int, points=None, labels=None, box=None):
+    """SAM 2's point/box prompt (coordinates normalised to 0-1) on one frame; returns the object's (H, W) logits."""
+    _, obj_ids, masks = predictor.add_new_points_or_box(
+        state, frame_idx, obj_id, points=points, labels=labels, box=box, normalize_coords=False
+    )
+    return masks[obj_ids.index(obj_id), 0]
+
+
+def clear_object_on_frame(predictor, state: dict, frame_idx: int, obj_id: int) -> None:
+    """Forget an object's prompts on a frame, so the next prompt starts from a blank frame."""
+    if obj_id in state["obj_id_to_idx"]:
+        predictor.clear_all_prompts_in_frame(state, frame_idx, obj_id, need_output=False)
+
+
+def encode_prompt_memories(predictor, state: dict) -> None:
+    """Encode the memories of every prompted frame, as `propagate_in_video` does before tracking."""
+    predictor.propagate_in_video_preflight(state)
+    float_memories(state)
+
+
+def condition_frames(state: dict) -> list[int]:
+    """Every frame some object is conditioned on (prompted), sorted."""
+    return sorted({t for out in state["output_dict_per_obj"].values() for t in out["cond_frame_outputs"]})
+
+
+def float_memories(state: dict) -> None:
+    """Keep stored memories in float32 where no autocast runs (CPU, MPS).
+
+    SAM 2 stores memories in bf16. Without autocast, memory attention fails on them when no
+    float32 object pointer is concatenated alongside (an object tracked on a reference before
+    the one it is guided on); with a pointer, torch.cat promotes them to float32 exactly as here.
+    """
+    if state["device"].type == "cuda":
+        return
+    for out_dict in state["output_dict_per_obj"].values():
+        for storage in ("cond_frame_outputs", "non_cond_frame_outputs"):
+            for out in out_dict[storage].values():
+                features = out["maskmem_features"]
+                if features is not None and features.dtype == torch.bfloat16:
+                    out["maskmem_features"] = features.float()
+
+
+def track_frame(predictor, state: dict, frame_idx: int) -> dict[int, tuple[torch.Tensor, float]]:
+    """One frame of `propagate_in_video`: per object ID, (1, 1, S/4, S/4) mask logits and the
+    object-score logit; each object's memory on this frame is encoded and kept for later frames."""
+    outputs = {}
+    for obj_idx, obj_id in enumerate(state["obj_ids"]):
+        obj_output_dict = state["output_dict_per_obj"][obj_idx]
+        out = obj_output_dict["cond_frame_outputs"].get(frame_idx)
+        if out is None:
+            out, _ = predictor._run_single_frame_inference(
+                inference_state=state,
+                output_dict=obj_output_dict,
+                frame_idx=frame_idx,
+                batch_size=1,
+                is_init_cond_frame=False,
+                point_inputs=None,
+                mask_inputs=None,
+                reverse=False,
+                run_mem_encoder=True,
+            )
+            obj_output_dict["non_cond_frame_outputs"][frame_idx] = out
+        outputs[obj_id] = (out["pred_masks"], float(out["object_score_logits"].item()))
+    float_memories(state)
+    return outputs
+
+
+def forget_old_frames(predictor, state: dict, frame_idx: int) -> None:
+    """Drop chain memories no frame after `frame_idx` can reach, so memory stays flat over long runs."""
+    p = predictor
+    reach = max((p.num_maskmem - 2) * p.memory_temporal_stride_for_eval + 2, p.max_obj_ptrs_in_encoder)
+    for out in state["output_dict_per_obj"].values():
+        for t in [t for t in out["non_cond_frame_outputs"] if t <= frame_idx - reach]:
+            del out["non_cond_frame_outputs"][t]
+
+
+# ----------------------------------------------------------------------------------------------
+# refs mode: a fixed reference memory, assembled and projected once
 
 
 class _Captured(Exception):

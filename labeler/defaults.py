@@ -1,0 +1,16 @@
+"""The library's defaults, the one source for the API's keyword defaults and the command line's.
+
+`config.py` holds the same values for users to edit (a test checks they agree).
+"""
+
+MODEL = "tiny"  # SAM 2.1 tiny, small, base_plus or large
+CHECKPOINT = None  # None: checkpoints/sam2.1_hiera_<model>.pt; "none": untrained weights (tests only)
+IMAGE_SIZE = None  # None: the model's own (1024)
+DEVICE = "auto"  # cuda, then mps, then cpu
+MEMORY = "refs"  # "refs": targets attend to the references only; "chain": a pseudo-video of targets
+THRESHOLD = 0.0  # an object is present when its object-score logit exceeds this
+BATCH_SIZE = 1  # targets per forward in refs mode
+FORMATS = ()  # dataset exports after the batch: "coco", "yolo"
+MESH = False
+MESH_LIMIT = None
+SAM3D_CONFIG = None

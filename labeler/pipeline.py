@@ -1,0 +1,180 @@
+"""The batch as one library call: checks before work, the model, labeling, exports, review sheet, meshes.
+
+`label_batch` is exactly `python main.py --headless`: the same outputs, manifest, resume, exports,
+`report.png` and meshes. It raises `UsageError` for bad input before anything is built or written,
+holds the output folder's lock while it writes, and stops after the current target when `stop`
+(a `threading.Event`) is set. The SmartSelector flow runs the same function with a `guide` step.
+
+Usage:
+    summary = label_batch("output/prompts.json", targets="targets/", output="output/", checkpoint="none")
+    print(summary)   # 6 targets: 6 labeled, 0 already labeled, 0 failed; ...
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from . import defaults
+from .errors import UsageError
+from .exports import parse_formats
+from .images import list_images
+from .model import check_checkpoint, check_image_size, resolve_device
+from .output_folder import OutputFolder, file_identity, fingerprint
+from .prompts import PromptSet, as_prompt_set
+
+log = logging.getLogger("labeler")
+
+
+def _target_list(targets: str | os.PathLike) -> list[Path]:
+    folder = Path(targets)
+    if not folder.is_dir():
+        raise UsageError(f"target folder {folder} does not exist")
+    found = list_images(folder)
+    if not found:
+        raise UsageError(f"no images in the target folder {folder}")
+    return found
+
+
+def run_fingerprint(prompts: PromptSet, model: str, checkpoint: Path | None, image_size: int, device: str,
+                    memory: str, threshold: float) -> str:
+    """Everything a target's outputs depend on, besides the target file itself."""
+    from .prompts import prompts_to_dict
+
+    return fingerprint(
+        prompts=prompts_to_dict(prompts, base_dir=Path(os.sep)),  # absolute image paths
+        references=[file_identity(r.image) for r in prompts.references],
+        model=model,
+        checkpoint=f"{checkpoint.resolve()}:{file_identity(checkpoint)}" if checkpoint else "untrained",
+        image_size=image_size,
+        device=device,
+        memory=memory,
+        threshold=threshold,
+    )
+
+
+def label_batch(
+    prompts: PromptSet | str | os.PathLike | None,
+    targets: str | os.PathLike,
+    output: str | os.PathLike,
+    model: str = defaults.MODEL,
+    checkpoint: str | os.PathLike | None = defaults.CHECKPOINT,
+    image_size: int | None = defaults.IMAGE_SIZE,
+    device: str = defaults.DEVICE,
+    memory: str = defaults.MEMORY,
+    threshold: float = defaults.THRESHOLD,
+    batch_size: int = defaults.BATCH_SIZE,
+    formats: Iterable[str] | str = defaults.FORMATS,
+    classes: dict[int, str] | None = None,
+    force: bool = False,
+    progress: bool = True,
+    stop: threading.Event | None = None,
+    mesh: bool = defaults.MESH,
+    mesh_limit: int | None = defaults.MESH_LIMIT,
+    sam3d_config: str | os.PathLike | None = defaults.SAM3D_CONFIG,
+    guide: Callable[[object], PromptSet] | None = None,
+):
+    """Label every image in the folder `targets` into the folder `output`; returns the `BatchSummary`.
+
+    prompts: a `PromptSet` or the path of a prompts.json (None only with `guide`).
+    model, checkpoint, image_size, device: as `Labeler.from_pretrained` (checkpoint "none": untrained
+    weights; None: checkpoints/sam2.1_hiera_<model>.pt; nothing is ever downloaded).
+    memory: "refs" (targets independent) or "chain" (targets form a pseudo-video after the references).
+    threshold: object-score logit above which an object is present. batch_size: targets per forward (refs).
+    formats: dataset exports written after a finished batch ("coco", "yolo"). classes: class names
+    that override the prompts' ({1: "scratch"}). force: relabel targets already labeled.
+    stop: set it to stop after the current target (`summary.interrupted`); the same call resumes.
+    mesh, mesh_limit, sam3d_config: SAM 3D Objects meshes of the present objects after the batch.
+    guide: called with the built SAM 2 predictor before labeling; returns the prompts (the SmartSelector).
+    Raises UsageError for bad input, before anything is built or written.
+    """
+    from .model import UNTRAINED
+
+    formats = _checked(parse_formats, formats)
+    if memory not in ("refs", "chain"):
+        raise UsageError(f"memory mode {memory!r}: choose refs or chain")
+    if batch_size < 1:
+        raise UsageError(f"batch size {batch_size}: must be at least 1")
+    if prompts is not None or guide is None:
+        prompts = as_prompt_set(prompts)
+    target_list = _target_list(targets)
+    check_image_size(image_size)
+    torch_device = resolve_device(device)
+    checkpoint_path = check_checkpoint(model, checkpoint)
+    reconstructor = None
+    if mesh:  # a missing SAM 3D install stops here, before any work
+        from .meshes import load_reconstructor
+
+        reconstructor = load_reconstructor(sam3d_config)
+    folder = OutputFolder(output)
+    folder.check_writable()
+
+    from .model import build_predictor
+
+    log.info("SAM 2.1 %s on %s", model, torch_device)
+    predictor = build_predictor(model, checkpoint, image_size, torch_device)
+    with folder.lock():
+        if guide is not None:
+            prompts = guide(predictor)
+            if not prompts.references:
+                raise UsageError("no guides were drawn, so there is nothing to label")
+        if classes:
+            prompts = PromptSet(prompts.references, {**prompts.classes, **classes})
+        settings = {
+            "model": model, "image_size": predictor.image_size, "device": torch_device.type, "memory": memory,
+            "threshold": threshold,
+            "checkpoint": str(checkpoint_path.absolute()) if checkpoint_path else UNTRAINED,
+            "targets": os.path.relpath(Path(targets).absolute(), folder.root.absolute()),
+        }
+        run = run_fingerprint(prompts, model, checkpoint_path, predictor.image_size, torch_device.type, memory,
+                              threshold)
+        summary = _label(predictor, prompts, target_list, folder, run, settings, memory, threshold, batch_size,
+                         force, progress, stop)
+        del predictor  # SAM 3D needs the GPU memory
+        if summary.interrupted:
+            return summary
+        _write_exports(folder, prompts, target_list, formats)
+        if reconstructor is not None:
+            from . import meshes
+            from .batch import free_memory
+
+            free_memory()
+            summary.meshes = meshes.write_meshes(folder.root, target_list, reconstructor, limit=mesh_limit,
+                                                 force=force, progress=progress)
+            log.info("%s", summary.meshes)
+    return summary
+
+
+def _checked(parse, value):
+    try:
+        return parse(value)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _label(predictor, prompts, targets, folder, run, settings, memory, threshold, batch_size, force, progress, stop):
+    from .batch import run_batch
+    from .engine import Labeler
+
+    # Record what this batch is conditioned on, so it can be rerun headless.
+    prompts.save(folder.prompts_json)
+    log.info("%d reference(s), %d target(s), memory mode %s", len(prompts.references), len(targets), memory)
+    labeler = Labeler(predictor, prompts, memory=memory, threshold=threshold, num_targets=len(targets))
+    summary = run_batch(labeler, targets, folder, prompts.classes, run, force=force, progress=progress, stop=stop,
+                        batch_size=batch_size, settings=settings)
+    log.info("%s", summary)
+    log.info("results in %s", os.path.abspath(folder.root))
+    return summary
+
+
+def _write_exports(folder: OutputFolder, prompts: PromptSet, targets: list[Path], formats: list[str]) -> None:
+    """Dataset exports and report.png, rebuilt from the output folder for every labeled target."""
+    from .exports import write_exports
+    from .report import write_report
+
+    for path in write_exports(folder.root, targets, prompts.classes, formats, prompts.object_ids):
+        log.info("exported %s", path)
+    log.info("review sheet %s", write_report(folder.root, targets, prompts.classes, prompts.object_ids))

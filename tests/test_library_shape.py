@@ -1,0 +1,201 @@
+"""The library's shape: imports flow one way, importing changes nothing, one source of defaults, a thin CLI."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_cli import ROOT, run_main
+
+PACKAGE = ROOT / "labeler"
+# Lowest first: a module may import only modules before it (so no cycles), function-level imports included.
+LAYERS = [
+    "errors", "signals", "defaults", "files", "colors", "images", "detections", "rle", "guides", "prompts", "output_folder",
+    "sam2_internals", "model", "engine", "writers", "exports.common", "exports.coco", "exports.yolo", "exports",
+    "report", "meshes", "batch", "api", "pipeline", "guide_state", "selector", "cli",
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The labeler modules `path` imports (anywhere in it), as names relative to the package."""
+    name = module_name(path)
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.startswith("labeler"):
+                target = node.module.removeprefix("labeler").lstrip(".")
+            else:
+                continue
+            for alias in node.names:  # `from . import sam2_internals` imports a module
+                sub = f"{target}.{alias.name}".lstrip(".")
+                found.add(sub if (PACKAGE / f"{sub.replace('.', '/')}.py").exists() else target)
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("labeler.") for a in node.names if a.name.startswith("labeler.")}
+    return found - {"", name}
+
+
+def test_imports_flow_one_way():
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py") if module_name(p)}
+    assert set(modules) == set(LAYERS), "place every module of the package in LAYERS"
+    upward = [
+        f"{name} imports {target}"
+        for name, path in modules.items() for target in imported_modules(path)
+        if LAYERS.index(target) >= LAYERS.index(name)
+    ]
+    assert not upward
+
+
+def test_only_one_module_reaches_into_sam2_internals():
+    private = {p.name for p in PACKAGE.rglob("*.py")
+               if any(s in p.read_text() for s in ("._run_single", "_forward_sam_heads", '["output_dict_per_obj"]',
+                                                   "_prepare_memory_conditioned", "from sam2.modeling", "sam2.utils"))}
+    assert private == {"sam2_internals.py"}
+
+
+def test_the_sam2_version_check_stops_a_mismatch():
+    from labeler.errors import UsageError
+    from labeler.sam2_internals import SAM2_VERSION, check_sam2_version
+
+    check_sam2_version()  # the installed one passes
+    with pytest.raises(UsageError, match=f"rf-sam-2 9.9.9 is installed.*rf-sam-2=={SAM2_VERSION}"):
+        check_sam2_version("9.9.9")
+    # At import, in a fresh process whose installed version reads as another.
+    code = ("import importlib.metadata as m; m.version = lambda name: '1.0.4'\n"
+            "from labeler.errors import UsageError\n"
+            "try:\n    import labeler.sam2_internals\nexcept UsageError as e:\n    print('STOPPED', e)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "STOPPED" in result.stdout and "1.0.4 is installed" in result.stdout and "1.0.3" in result.stdout
+
+
+def test_importing_labeler_changes_nothing_process_wide():
+    code = (
+        "import sys, warnings; from PIL import Image\n"
+        "filters, limit = list(warnings.filters), Image.MAX_IMAGE_PIXELS\n"
+        "import labeler\n"
+        "print('TORCH', 'torch' in sys.modules)\n"
+        "for name in labeler.__all__: getattr(labeler, name)\n"  # every public name, loaded
+        "import torch\n"
+        "print('SAME', warnings.filters == filters, Image.MAX_IMAGE_PIXELS == limit, torch.is_grad_enabled())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "TORCH False" in result.stdout and "SAME True True True" in result.stdout, result.stdout + result.stderr
+
+
+def test_public_names():
+    import labeler
+
+    assert set(labeler.__all__) >= {"PromptSet", "ReferenceGuides", "ObjectGuides", "Labeler", "Detection",
+                                    "label_batch", "UsageError"}
+    with pytest.raises(AttributeError):
+        labeler.not_a_name  # noqa: B018
+    assert {f for f in labeler.Detection.__dataclass_fields__} >= {"id", "class_name", "present", "logit", "mask"}
+
+
+def test_argument_errors_answer_without_torch():
+    code = ("import sys; from labeler.cli import main\n"
+            "try:\n    main(['--bad-option'])\nexcept SystemExit as e:\n    print('EXIT', e.code, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "EXIT 2 False" in result.stdout and "unrecognized arguments: --bad-option" in result.stderr
+
+
+def test_one_source_of_defaults():
+    import labeler
+    from labeler import defaults
+    from labeler.cli import OPTIONS, _parser
+
+    config = runpy.run_path(str(ROOT / "config.py"))
+    api = {**inspect.signature(labeler.label_batch).parameters,
+           **inspect.signature(labeler.Labeler.from_pretrained).parameters}
+    no_config = vars(_parser({}).parse_args([]))
+    with_config = vars(_parser({k: v for k, v in config.items() if k in OPTIONS}).parse_args([]))
+    for name in ("MODEL", "CHECKPOINT", "IMAGE_SIZE", "DEVICE", "MEMORY", "THRESHOLD", "BATCH_SIZE", "FORMATS",
+                 "MESH", "MESH_LIMIT", "SAM3D_CONFIG"):
+        value = getattr(defaults, name)
+        assert api[name.lower()].default == value, name
+        assert no_config[name] == value, name
+        assert list(config[name]) == list(value) if name == "FORMATS" else config[name] == value, name
+        assert with_config[name] == no_config[name], name
+
+
+def test_help_shows_defaults_and_the_download_command():
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    text = " ".join(result.stdout.split())
+    assert result.returncode == 0
+    for shown in ("--memory {refs,chain}", "(default: refs)", "(default: tiny)", "(default: auto)",
+                  "(default: assets/demo/targets)", "download", "--classes"):
+        assert shown in text, shown
+    download = subprocess.run([sys.executable, str(ROOT / "main.py"), "download", "--help"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+    assert "checkpoints/sam2.1_hiera_MODEL.pt" in " ".join(download.stdout.split())
+
+
+def test_cli_is_a_thin_shell():
+    assert len((PACKAGE / "cli.py").read_text().splitlines()) < 150
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--image-size", "100"], "multiple of 32"),
+    (["--device", "cuda"], "not available"),
+    (["--checkpoint", "TEXT"], "not a PyTorch checkpoint"),
+])
+def test_exit_2_leaves_nothing_behind(tmp_path, args, message):
+    if args == ["--device", "cuda"] and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint")
+    args = [str(text) if a == "TEXT" else a for a in args]
+    out = tmp_path / "out"
+    checkpoint = [] if "--checkpoint" in args else ["--checkpoint", "none"]
+    result = run_main("--prompts", ROOT / "assets/demo/prompts.json", "--targets", ROOT / "assets/demo/targets",
+                      "--output", out, *checkpoint, *args)
+    assert result.returncode == 2 and message in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+    assert not out.exists()
+
+
+def test_missing_prompts_named_with_prompts_gets_no_advice_to_pass_prompts(tmp_path):
+    result = run_main("--prompts", tmp_path / "nope.json", "--targets", "assets/demo/targets",
+                      "--output", tmp_path / "out", "--checkpoint", "none")
+    assert result.returncode == 2 and f"no prompts file at {tmp_path / 'nope.json'}" in result.stderr
+    assert "--prompts" not in result.stderr
+
+
+def test_classes_option_overrides_the_prompts_class_names(test_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    result = run_main("--prompts", "assets/demo/prompts.json", "--targets", "assets/demo/targets", "--output", out,
+                      "--checkpoint", test_checkpoint, "--image-size", "128", "--classes", "1=scratch")
+    assert result.returncode == 0, result.stderr
+    rows = (out / "results.csv").read_text().splitlines()[1:]
+    assert {r.split(",")[1:3][1] for r in rows if r.split(",")[1] == "1"} == {"scratch"}
+    assert {r.split(",")[1:3][1] for r in rows if r.split(",")[1] == "2"} == {"square"}  # the prompts' own
+    bad = run_main("--classes", "one=scratch")
+    assert bad.returncode == 2 and "ID=name pairs" in bad.stderr
+
+
+def test_manifest_records_the_run_settings(test_checkpoint, tmp_path):
+    import json
+
+    out = tmp_path / "out"
+    assert run_main("--prompts", "assets/demo/prompts.json", "--targets", "assets/demo/targets", "--output", out,
+                    "--checkpoint", test_checkpoint, "--image-size", "128", "--threshold", "0.5").returncode == 0
+    settings = json.loads((out / "manifest.json").read_text())["settings"]
+    assert settings == {"model": "tiny", "checkpoint": str(Path(test_checkpoint).absolute()), "image_size": 128,
+                        "device": "cpu", "memory": "refs", "threshold": 0.5,
+                        "targets": os.path.relpath(ROOT / "assets/demo/targets", out)}
