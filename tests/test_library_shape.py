@@ -73,7 +73,7 @@ def test_the_sam2_version_check_stops_a_mismatch():
     from labeler.sam2_internals import SAM2_VERSION, check_sam2_version
 
     check_sam2_version()  # the installed one passes
-    with pytest.raises(UsageError, match=f"rf-sam-2 9.9.9 is installed.*rf-sam-2=={SAM2_VERSION}"):
+    with pytest.raises(UsageError, match=rf"\(rf-sam-2\) 9.9.9 is installed.*rf-sam-2=={SAM2_VERSION}"):
         check_sam2_version("9.9.9")
     # At import, in a fresh process whose installed version reads as another.
     code = ("import importlib.metadata as m; m.version = lambda name: '1.0.4'\n"
@@ -85,12 +85,15 @@ def test_the_sam2_version_check_stops_a_mismatch():
 
 def test_importing_labeler_changes_nothing_process_wide():
     code = (
-        "import sys, warnings; from PIL import Image\n"
-        "filters, limit = list(warnings.filters), Image.MAX_IMAGE_PIXELS\n"
+        "import sys, warnings\n"
         "import labeler\n"
         "print('TORCH', 'torch' in sys.modules)\n"
+        # Third-party packages add warnings filters of their own when imported: import them first.
+        "import torch, sam2.build_sam, cv2, matplotlib, pycocotools.mask, tqdm\n"
+        "from PIL import Image\n"
+        "filters, limit = list(warnings.filters), Image.MAX_IMAGE_PIXELS\n"
         "for name in labeler.__all__: getattr(labeler, name)\n"  # every public name, loaded
-        "import torch\n"
+        "from labeler.images import read_rgb; read_rgb('assets/demo/targets/target01.jpg')\n"
         "print('SAME', warnings.filters == filters, Image.MAX_IMAGE_PIXELS == limit, torch.is_grad_enabled())\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -126,11 +129,10 @@ def test_one_source_of_defaults():
     with_config = vars(_parser({k: v for k, v in config.items() if k in OPTIONS}).parse_args([]))
     for name in ("MODEL", "CHECKPOINT", "IMAGE_SIZE", "DEVICE", "MEMORY", "THRESHOLD", "BATCH_SIZE", "FORMATS",
                  "MESH", "MESH_LIMIT", "SAM3D_CONFIG"):
-        value = getattr(defaults, name)
-        assert api[name.lower()].default == value, name
-        assert no_config[name] == value, name
-        assert list(config[name]) == list(value) if name == "FORMATS" else config[name] == value, name
-        assert with_config[name] == no_config[name], name
+        same = (lambda v: list(v)) if name == "FORMATS" else (lambda v: v)  # config.py writes [] for ()
+        value = same(getattr(defaults, name))
+        assert same(api[name.lower()].default) == value, name
+        assert same(no_config[name]) == same(with_config[name]) == same(config[name]) == value, name
 
 
 def test_help_shows_defaults_and_the_download_command():
