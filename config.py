@@ -1,6 +1,8 @@
 """User-editable defaults for `python main.py`; command-line options override them.
 
-Paths are relative to the folder you run from.
+Paths are relative to the folder you run from. The values shipped here are the library's own
+(labeler/defaults.py, the keyword defaults of `labeler.label_batch`; a test checks they agree).
+The library itself never reads this file.
 """
 
 # Reference images to guide in the SmartSelector (`--refs`).
@@ -28,7 +30,9 @@ THRESHOLD = 0.0
 # Targets per forward in "refs" mode (`--batch-size`); more than 1 pays off on a GPU.
 BATCH_SIZE = 1
 
-# Class name per object ID, used in the selector, overlays, results.csv and exports.
+# Class names per object ID that new guides start from in the SmartSelector (saved into prompts.json,
+# whose names the overlays, results.csv and exports use). `--classes 1=scratch,2=dent` overrides a
+# prompts file's names for one run.
 CLASS_NAMES = {1: "disc", 2: "square"}
 
 # Dataset exports written after each finished batch (`--formats`): any of "coco", "yolo".

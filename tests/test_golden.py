@@ -116,3 +116,32 @@ def test_manifest_records_every_target(golden_run):
         "broken.jpg": ("failed", "broken"), "same.jpg": ("labeled", "same_jpg"), "same.png": ("labeled", "same_png"),
         **{f"t{s}.jpg": ("labeled", f"t{s}") for s in range(20, 25)},
     }
+
+
+def test_a_version_1_manifest_is_read_and_resumed(golden_run, test_checkpoint, tmp_path):
+    """A folder written before the manifest held typed records: its targets are not labeled again."""
+    import csv
+    import shutil
+
+    root, out, _ = golden_run
+    old = tmp_path / "out"
+    shutil.copytree(out, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    rows = list(csv.DictReader((old / "results.csv").read_text().splitlines()))
+    v1 = {name: {"fingerprint": e["fingerprint"], "file": e["file"], "stem": e["stem"], "status": e["status"],
+                 "rows": [r for r in rows if r["image"] == name]} for name, e in manifest["targets"].items()}
+    (old / "manifest.json").write_text(json.dumps({"version": 1, "targets": v1}))
+    before = {p: p.read_bytes() for p in old.rglob("*.png") if p.name != "report.png"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--headless", "--quiet", "--prompts", str(root / "prompts.json"),
+         "--targets", str(root / "targets"), "--output", str(old), "--checkpoint", str(test_checkpoint),
+         "--image-size", str(IMAGE_SIZE), "--formats", "coco,yolo"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert "8 targets: 0 labeled, 7 already labeled, 1 failed" in result.stderr, result.stderr
+    assert json.loads((old / "manifest.json").read_text())["version"] == 2
+    assert all(p.read_bytes() == data for p, data in before.items())
+    again = list(csv.DictReader((old / "results.csv").read_text().splitlines()))
+    for a, b in zip(rows, again, strict=True):  # v1 kept logits to 4 decimals: a score may move by 1e-4
+        assert {k: v for k, v in a.items() if k != "score"} == {k: v for k, v in b.items() if k != "score"}
+        assert a["score"] == b["score"] or abs(float(a["score"]) - float(b["score"])) <= 1.0001e-4
