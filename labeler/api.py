@@ -18,6 +18,7 @@ import numpy as np
 
 from . import defaults
 from .detections import Detection
+from .errors import UsageError
 from .images import ImageReadError, pil_to_rgb, read_rgb
 from .prompts import PromptSet, as_prompt_set
 
@@ -71,10 +72,10 @@ class Labeler:
                  threshold: float = defaults.THRESHOLD):
         from .engine import Labeler as Core
 
+        if memory not in ("refs", "chain"):
+            raise UsageError(f"memory mode {memory!r}: choose refs or chain")
         self.predictor, self.prompts, self.memory, self.threshold = predictor, prompts, memory, threshold
         self._core = Core(predictor, prompts, memory="refs", threshold=threshold) if memory == "refs" else None
-        if memory not in ("refs", "chain"):
-            raise ValueError(f"memory mode {memory!r}: choose refs or chain")
 
     @classmethod
     def from_pretrained(
@@ -96,6 +97,8 @@ class Labeler:
         """
         from .model import build_predictor, check_checkpoint, check_image_size, resolve_device
         prompts = as_prompt_set(prompts)
+        if memory not in ("refs", "chain"):
+            raise UsageError(f"memory mode {memory!r}: choose refs or chain")
         check_image_size(image_size)
         check_checkpoint(model, checkpoint)
         predictor = build_predictor(model, checkpoint, image_size, resolve_device(device))

@@ -22,7 +22,7 @@ from . import defaults
 from .errors import UsageError
 from .exports import parse_formats
 from .images import list_images
-from .model import check_checkpoint, check_image_size, resolve_device
+from .model import UNTRAINED, check_checkpoint, check_image_size, resolve_device
 from .output_folder import OutputFolder, file_identity, fingerprint
 from .prompts import PromptSet, as_prompt_set
 
@@ -91,8 +91,6 @@ def label_batch(
     guide: called with the built SAM 2 predictor before labeling; returns the prompts (the SmartSelector).
     Raises UsageError for bad input, before anything is built or written.
     """
-    from .model import UNTRAINED
-
     formats = _checked(parse_formats, formats)
     if memory not in ("refs", "chain"):
         raise UsageError(f"memory mode {memory!r}: choose refs or chain")
