@@ -38,6 +38,8 @@ CLASS_NAMES = {1: "disc", 2: "square"}
 # Dataset exports written after each finished batch (`--formats`): any of "coco", "yolo".
 # report.png (the review sheet) is written either way. See README "Exports and the review sheet".
 FORMATS = []
+# Fraction of the YOLO export's images listed in yolo/val.txt, split with a fixed seed (`--yolo-val`).
+YOLO_VAL = 0.1
 
 # Optional 3D meshes with SAM 3D Objects, installed separately (see README "SAM 3D meshes").
 # MESH = True is `--mesh`; MESH_LIMIT = N keeps the N best-scoring objects per ID (`--mesh-limit`);

@@ -51,6 +51,7 @@ OPTIONS = {
     "THRESHOLD": ("--threshold", dict(type=float, help="an object is present above this object-score logit")),
     "BATCH_SIZE": ("--batch-size", dict(type=_positive_int, metavar="B", help="targets per forward, refs mode (GPU)")),
     "FORMATS": ("--formats", dict(type=formats_arg, metavar="coco,yolo", help="dataset exports after the batch")),
+    "YOLO_VAL": ("--yolo-val", dict(type=float, metavar="F", help="fraction of the YOLO images listed for validation")),
     "CLASS_NAMES": ("--classes", dict(type=_classes, metavar="1=scratch,2=dent", help="class names over the prompts' "
                                       "(default: theirs; config.py's CLASS_NAMES seed new guides)")),
     "MESH": ("--mesh", dict(action=argparse.BooleanOptionalAction, help="SAM 3D Objects meshes after the batch")),
@@ -138,12 +139,6 @@ def _run(a: dict, stop: threading.Event, config_classes: dict[int, str]):
         def guide(predictor):
             return run_selector(refs, predictor, classes, prompts_path, existing=existing)
 
-    return label_batch(
-        prompts, a["TARGET_DIR"], a["OUTPUT_DIR"], model=a["MODEL"], checkpoint=a["CHECKPOINT"],
-        image_size=a["IMAGE_SIZE"], device=a["DEVICE"], memory=a["MEMORY"], threshold=a["THRESHOLD"],
-        batch_size=a["BATCH_SIZE"], formats=a["FORMATS"], classes=a["CLASS_NAMES"], force=a["force"],
-        progress=not a["quiet"], stop=stop, mesh=a["MESH"], mesh_limit=a["MESH_LIMIT"],
-        sam3d_config=a["SAM3D_CONFIG"], guide=guide,
-    )
-
-
+    library = {name.lower(): a[name] for name in OPTIONS if hasattr(defaults, name)}  # label_batch's own options
+    return label_batch(prompts, a["TARGET_DIR"], a["OUTPUT_DIR"], **library, classes=a["CLASS_NAMES"], force=a["force"],
+                       progress=not a["quiet"], stop=stop, guide=guide)

@@ -68,6 +68,7 @@ def label_batch(
     threshold: float = defaults.THRESHOLD,
     batch_size: int = defaults.BATCH_SIZE,
     formats: Iterable[str] | str = defaults.FORMATS,
+    yolo_val: float = defaults.YOLO_VAL,
     classes: dict[int, str] | None = None,
     force: bool = False,
     progress: bool = True,
@@ -84,7 +85,8 @@ def label_batch(
     weights; None: checkpoints/sam2.1_hiera_<model>.pt; nothing is ever downloaded).
     memory: "refs" (targets independent) or "chain" (targets form a pseudo-video after the references).
     threshold: object-score logit above which an object is present. batch_size: targets per forward (refs).
-    formats: dataset exports written after a finished batch ("coco", "yolo"). classes: class names
+    formats: dataset exports written after a finished batch ("coco", "yolo"); yolo_val: the fraction of
+    images the YOLO export lists for validation (fixed seed). classes: class names
     that override the prompts' ({1: "scratch"}). force: relabel targets already labeled.
     stop: set it to stop after the current target (`summary.interrupted`); the same call resumes.
     mesh, mesh_limit, sam3d_config: SAM 3D Objects meshes of the present objects after the batch.
@@ -94,6 +96,8 @@ def label_batch(
     formats = _checked(parse_formats, formats)
     if memory not in ("refs", "chain"):
         raise UsageError(f"memory mode {memory!r}: choose refs or chain")
+    if not 0 <= yolo_val < 1:
+        raise UsageError(f"YOLO validation fraction {yolo_val}: must be at least 0 and below 1")
     if batch_size < 1:
         raise UsageError(f"batch size {batch_size}: must be at least 1")
     if prompts is not None or guide is None:
@@ -134,7 +138,7 @@ def label_batch(
         del predictor  # SAM 3D needs the GPU memory
         if summary.interrupted:
             return summary
-        _write_exports(folder, prompts, target_list, formats)
+        _write_exports(folder, prompts, target_list, formats, yolo_val)
         if reconstructor is not None:
             from . import meshes
             from .batch import free_memory
@@ -168,11 +172,12 @@ def _label(predictor, prompts, targets, folder, run, settings, memory, threshold
     return summary
 
 
-def _write_exports(folder: OutputFolder, prompts: PromptSet, targets: list[Path], formats: list[str]) -> None:
+def _write_exports(folder: OutputFolder, prompts: PromptSet, targets: list[Path], formats: list[str],
+                   yolo_val: float) -> None:
     """Dataset exports and report.png, rebuilt from the output folder for every labeled target."""
     from .exports import write_exports
     from .report import write_report
 
-    for path in write_exports(folder.root, targets, prompts.classes, formats, prompts.object_ids):
+    for path in write_exports(folder.root, targets, prompts.classes, formats, prompts.object_ids, yolo_val):
         log.info("exported %s", path)
     log.info("review sheet %s", write_report(folder.root, targets, prompts.classes, prompts.object_ids))

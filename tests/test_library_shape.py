@@ -128,7 +128,7 @@ def test_one_source_of_defaults():
     no_config = vars(_parser({}).parse_args([]))
     with_config = vars(_parser({k: v for k, v in config.items() if k in OPTIONS}).parse_args([]))
     for name in ("MODEL", "CHECKPOINT", "IMAGE_SIZE", "DEVICE", "MEMORY", "THRESHOLD", "BATCH_SIZE", "FORMATS",
-                 "MESH", "MESH_LIMIT", "SAM3D_CONFIG"):
+                 "YOLO_VAL", "MESH", "MESH_LIMIT", "SAM3D_CONFIG"):
         same = (lambda v: list(v)) if name == "FORMATS" else (lambda v: v)  # config.py writes [] for ()
         value = same(getattr(defaults, name))
         assert same(api[name.lower()].default) == value, name

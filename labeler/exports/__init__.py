@@ -49,11 +49,13 @@ def write_exports(
     classes: dict[int, str],
     formats: str | Iterable[str] | None,
     object_ids: Iterable[int] | None = None,
+    yolo_val: float = 0.1,
 ) -> list[Path]:
     """Write each requested format for every labeled target; returns the paths written.
 
     `object_ids`: all object IDs of the prompts (categories, and YOLO class index = position in the
-    sorted list); by default the IDs found in the manifest rows.
+    sorted list); by default the IDs found in the manifest records. `yolo_val`: the fraction of images
+    the YOLO export lists for validation.
     """
     formats = parse_formats(formats)
     if not formats:
@@ -71,7 +73,7 @@ def write_exports(
             from .yolo import write_yolo
 
             image_dir = targets[0].parent if targets else None
-            written.append(write_yolo(folder, items, classes, ids, image_dir))
+            written.append(write_yolo(folder, items, classes, ids, image_dir, yolo_val))
     return written
 
 
