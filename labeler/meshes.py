@@ -30,7 +30,12 @@ SAM 3D Objects' API, as read in github.com/facebookresearch/sam-3d-objects (Nov 
   (the Gaussian, `outputs["gaussian"][0]`), and the object's pose in the camera frame
   (`"rotation"`, `"translation"`, `"scale"`).
 - `sam3d_objects/model/backbone/tdfy_dit/utils/postprocessing_utils.py` (`to_glb`): the mesh is in
-  the object's own frame, rotated to y-up; the pose is not applied to it (nor is it here).
+  the object's own frame, rotated from z-up to y-up (`vertices @ [[1, 0, 0], [0, 0, -1], [0, 1, 0]]`);
+  the pose is not applied to it (nor is it here). The Gaussian splat is saved z-up; the adapter
+  turns it by the same rotation (positions, normals, orientations), so both files share one y-up frame.
+- Its pipeline module fails to import without CUDA (an `UnboundLocalError` in its attention-backend
+  setup), so the GPU is checked before it is imported. `Inference.__call__` runs a layout
+  post-optimisation that calls `loss.backward()`, so reconstruction runs with gradients enabled.
 - `sam3d_objects/model/backbone/tdfy_dit/representations/gaussian/gaussian_model.py` (`save_ply`):
   writes a PLY "vertex" element (x, y, z, normals, f_dc_*, opacity, scale_*, rot_*) with plyfile.
 - `doc/setup.md`: Linux, an NVIDIA GPU with at least 32 GB, a mamba environment from
@@ -95,7 +100,9 @@ class Sam3dReconstructor:
     the first `reconstruct`, so that checking the install costs no GPU memory during the batch."""
 
     def __init__(self, config_path: str | Path, inference_module, seed: int = 42):
-        self.config_path = Path(config_path).resolve()
+        # As given, made absolute: its folder is SAM 3D's workspace, and resolve() would follow a
+        # symlinked checkpoints folder into a download cache, away from the weights beside it.
+        self.config_path = Path(config_path).absolute()
         self.seed = seed
         self._module = inference_module
         self._inference = None
@@ -110,7 +117,11 @@ class Sam3dReconstructor:
         return self._inference
 
     def reconstruct(self, image: np.ndarray, mask: np.ndarray) -> Reconstruction:
-        output = self._pipeline()(image, np.asarray(mask, dtype=bool), seed=self.seed)
+        import torch
+
+        # SAM 3D's layout post-optimisation calls loss.backward(): it needs gradients, whatever the caller's mode.
+        with torch.inference_mode(False), torch.enable_grad():
+            output = self._pipeline()(image, np.asarray(mask, dtype=bool), seed=self.seed)
         mesh, splat = output.get("glb"), output.get("gs")
         if mesh is None:
             raise RuntimeError(f"SAM 3D Objects returned no mesh (does {self.config_path.name} "
@@ -120,7 +131,39 @@ class Sam3dReconstructor:
         with tempfile.TemporaryDirectory(prefix="sam3d-") as tmp:
             ply = Path(tmp) / "splat.ply"
             splat.save_ply(str(ply))
-            return Reconstruction(mesh, ply.read_bytes())
+            return Reconstruction(mesh, splat_to_y_up(ply.read_bytes()))
+
+
+# SAM 3D's to_glb turns z-up vertices to y-up as row vectors: v @ Z_TO_Y_UP.
+Z_TO_Y_UP = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
+
+
+def splat_to_y_up(ply: bytes) -> bytes:
+    """A Gaussian splat PLY (SAM 3D's `save_ply` layout), turned from z-up to y-up like the .glb.
+
+    Positions and normals turn by Z_TO_Y_UP; each Gaussian's orientation (rot_0..3, w x y z) is
+    composed with the same rotation, -90 degrees about x. Scales, opacity and colour (DC terms)
+    don't depend on the frame; higher-order colour terms would, and are refused.
+    """
+    import plyfile
+
+    data = plyfile.PlyData.read(io.BytesIO(ply))
+    vertex = data["vertex"].data
+    names = vertex.dtype.names
+    if any(n.startswith("f_rest_") for n in names):
+        raise ValueError("the splat has view-dependent colour terms (f_rest_*), which this rotation can't turn")
+    for x, y, z in (("x", "y", "z"), ("nx", "ny", "nz")):
+        if {x, y, z} <= set(names):
+            turned = np.stack([vertex[x], vertex[y], vertex[z]], axis=1).astype(np.float64) @ Z_TO_Y_UP
+            vertex[x], vertex[y], vertex[z] = turned.T
+    if {"rot_0", "rot_1", "rot_2", "rot_3"} <= set(names):
+        w, qx, qy, qz = (vertex[f"rot_{k}"].astype(np.float64) for k in range(4))
+        c = s = np.sqrt(0.5)  # the frame's quaternion: (cos 45, -sin 45, 0, 0), times q
+        vertex["rot_0"], vertex["rot_1"] = c * w + s * qx, c * qx - s * w
+        vertex["rot_2"], vertex["rot_3"] = c * qy + s * qz, c * qz - s * qy
+    out = io.BytesIO()
+    data.write(out)
+    return out.getvalue()
 
 
 def _cuda_available() -> bool:
@@ -140,7 +183,7 @@ def _inference_file(config_path: Path | None) -> tuple[Path | None, str | None]:
         return None, "SAM 3D Objects is not installed (Python can't find its package `sam3d_objects`)"
     roots = [Path(spec.origin).resolve().parents[1]]
     if config_path is not None:
-        roots += list(config_path.resolve().parents)
+        roots += list(config_path.absolute().parents)
     for root in roots:
         if (root / "notebook" / "inference.py").is_file():
             return root / "notebook" / "inference.py", None
@@ -181,6 +224,8 @@ def load_reconstructor(config_path: str | Path | None) -> Reconstructor:
     path, reason = _inference_file(config)
     if reason:
         problems.append(reason)
+    elif not _cuda_available():  # SAM 3D's pipeline module crashes on import without CUDA: don't try
+        problems.append("no CUDA GPU is visible to PyTorch; SAM 3D Objects runs only on an NVIDIA GPU")
     else:
         try:
             module = _import_inference(path)
@@ -190,8 +235,6 @@ def load_reconstructor(config_path: str | Path | None) -> Reconstructor:
         except Exception as e:
             problems.append(f"importing {path} failed ({type(e).__name__}: {e}); "
                             "its dependencies are not all installed")
-    if not problems and not _cuda_available():
-        problems.append("no CUDA GPU is visible to PyTorch; SAM 3D Objects runs only on an NVIDIA GPU")
     if problems:
         raise UsageError("--mesh needs SAM 3D Objects, which is not ready:\n  - "
                          + "\n  - ".join(problems) + "\n" + INSTALL_HINT)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -211,11 +212,19 @@ def test_relabeled_masks_are_remade_and_absent_objects_lose_their_meshes(copy_of
 # --- The SAM 3D Objects adapter, against a fake checkout with the documented API ---
 
 FAKE_INFERENCE = '''
-"""Stands for sam-3d-objects' notebook/inference.py: `Inference(config, compile=False)(image, mask, seed)`."""
+"""Stands for sam-3d-objects' notebook/inference.py: `Inference(config, compile=False)(image, mask, seed)`,
+with the behaviours of the real one that matter: no import without CUDA, a backward pass in every call,
+a y-up mesh and a z-up splat."""
+import os
+
 import numpy as np
+import torch
 import trimesh
 
+if os.environ.get("LABELER_FAKE_SAM3D_CUDA") != "1":  # its attention-backend setup, without CUDA
+    raise UnboundLocalError("cannot access local variable 'backend' where it is not associated with a value")
 CALLS = []
+Z_TO_Y_UP = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]])
 {setup}
 
 class Gaussian:
@@ -223,12 +232,14 @@ class Gaussian:
     NAMES = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
              "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
 
-    def __init__(self, xyz):
-        self.xyz = xyz
+    def __init__(self, xyz, rot):
+        self.xyz, self.rot = xyz, rot
 
     def save_ply(self, path):
         data = np.zeros((len(self.xyz), len(self.NAMES)), "<f4")
         data[:, :3] = self.xyz
+        data[:, 3:6] = self.xyz  # normals: any vectors in the same frame
+        data[:, 13:17] = self.rot
         header = ("ply\\nformat binary_little_endian 1.0\\nelement vertex %d\\n" % len(self.xyz)
                   + "".join("property float %s\\n" % n for n in self.NAMES) + "end_header\\n")
         with open(path, "wb") as f:
@@ -242,32 +253,39 @@ class Inference:
 
     def __call__(self, image, mask, seed=None, pointmap=None):
         CALLS.append(("call", image.shape, image.dtype, mask.dtype, int(mask.sum()), seed))
-        ys, xs = np.nonzero(mask)
-        return {{"glb": trimesh.creation.icosphere(subdivisions=1), "gs": Gaussian(np.stack([xs, ys, 0 * xs], 1)),
+        shift = torch.zeros(3, requires_grad=True)  # the layout post-optimisation: fails without gradients
+        (shift - 1).pow(2).sum().backward()
+        points = trimesh.creation.icosphere(subdivisions=1).vertices * [1.0, 2.0, 3.0]  # z-up, as SAM 3D decodes
+        mesh = trimesh.Trimesh(points @ Z_TO_Y_UP, trimesh.creation.icosphere(subdivisions=1).faces)  # to_glb
+        rot = np.random.default_rng(int(mask.sum())).normal(size=(len(points), 4))
+        return {{"glb": mesh, "gs": Gaussian(points, rot / np.linalg.norm(rot, axis=1, keepdims=True)),
                  "rotation": None, "translation": None, "scale": None}}
 '''
 
 
 def fake_checkout(root: Path, setup: str = "", init: str = "pass") -> Path:
-    """A SAM 3D checkout as its setup leaves it: sam3d_objects/, notebook/inference.py,
-    checkpoints/hf/pipeline.yaml. Returns the config path."""
+    """A SAM 3D checkout as its setup leaves it: sam3d_objects/, notebook/inference.py, and
+    checkpoints/hf/pipeline.yaml, with checkpoints/hf a link into a download cache. Returns the config path."""
     (root / "sam3d_objects").mkdir(parents=True)
     (root / "sam3d_objects" / "__init__.py").write_text("")
     (root / "notebook").mkdir()
     (root / "notebook" / "inference.py").write_text(FAKE_INFERENCE.format(setup=setup, init=init))
-    config = root / "checkpoints" / "hf" / "pipeline.yaml"
-    config.parent.mkdir(parents=True)
-    config.write_text("_target_: sam3d_objects.pipeline.inference_pipeline_pointmap.InferencePipelinePointMap\n")
-    return config
+    cache = root.parent / "hf-cache" / "sam-3d-objects"
+    cache.mkdir(parents=True)
+    (cache / "pipeline.yaml").write_text("_target_: sam3d_objects.pipeline.inference_pipeline_pointmap.InferencePipelinePointMap\n")
+    (root / "checkpoints").mkdir()
+    (root / "checkpoints" / "hf").symlink_to(cache)
+    return root / "checkpoints" / "hf" / "pipeline.yaml"
 
 
 @pytest.fixture
 def installed(tmp_path, monkeypatch):
     """Install a fake checkout (on sys.path) and pretend to have a CUDA GPU; returns its config path."""
-    def install(**kwargs):
+    def install(cuda: bool = True, **kwargs):
         config = fake_checkout(tmp_path / "sam-3d-objects", **kwargs)
         monkeypatch.syspath_prepend(str(tmp_path / "sam-3d-objects"))
-        monkeypatch.setattr(meshes, "_cuda_available", lambda: True)
+        monkeypatch.setattr(meshes, "_cuda_available", lambda: cuda)
+        monkeypatch.setenv("LABELER_FAKE_SAM3D_CUDA", "1" if cuda else "0")
         return config
     return install
 
@@ -280,16 +298,20 @@ def test_sam3d_adapter_drives_the_documented_api(installed, copy_of, tmp_path):
     assert calls == []  # checking the install builds nothing
     out = copy_of
     rows = present_rows(out)
-    summary = write_meshes(out, TARGETS, reconstructor, limit=1)
-    assert summary.written == 2 and summary.failed == 0
-    assert calls[0] == ("init", str(config.resolve()), False)  # built once, from the absolute config path
+    with torch.no_grad(), torch.inference_mode():  # gradients off in the caller: SAM 3D's backward must still run
+        summary = write_meshes(out, TARGETS, reconstructor, limit=1)
+    assert summary.written == 2 and summary.failed == 0, summary.failures
+    # Built once, from the config path as given (absolute), not resolved into the download cache.
+    assert calls[0] == ("init", str(config.absolute()), False) and config.absolute() != config.resolve()
     assert [c[0] for c in calls[1:]] == ["call", "call"]
     for _, shape, image_dtype, mask_dtype, area, seed in calls[1:]:
         assert len(shape) == 3 and shape[2] == 3 and image_dtype == np.uint8 and mask_dtype == bool and seed == 42
     for name in mesh_files(out):
         loaded = trimesh.load(out / "meshes" / name)
-        if name.endswith(".ply"):  # SAM 3D's splat layout reloads as a point cloud
-            assert isinstance(loaded, trimesh.PointCloud) and len(loaded.vertices) > 0
+        if name.endswith(".ply"):  # SAM 3D's splat layout reloads as a point cloud, in the mesh's y-up frame
+            assert isinstance(loaded, trimesh.PointCloud)
+            mesh = trimesh.load(out / "meshes" / name.replace(".ply", ".glb"), force="mesh")
+            np.testing.assert_allclose(loaded.vertices, mesh.vertices, atol=1e-5)
         else:
             assert len(trimesh.load(out / "meshes" / name, force="mesh").faces) == 80  # the icosphere
     assert len(mesh_files(out)) == 4 and len(rows) > 2
@@ -312,11 +334,45 @@ def test_sam3d_outside_its_environment_says_so(installed):
     assert "doc/setup.md" in str(e.value)
 
 
-def test_sam3d_without_a_gpu_says_so(installed, monkeypatch):
-    config = installed()
-    monkeypatch.setattr(meshes, "_cuda_available", lambda: False)
-    with pytest.raises(UsageError, match="no CUDA GPU"):
+def test_sam3d_without_a_gpu_says_so_without_importing_it(installed):
+    config = installed(cuda=False)
+    with pytest.raises(UnboundLocalError):  # the stand-in, like SAM 3D, can't even be imported without CUDA
+        meshes._import_inference(config.parents[2] / "notebook" / "inference.py")
+    with pytest.raises(UsageError, match="no CUDA GPU") as e:
         meshes.load_reconstructor(config)
+    assert "importing" not in str(e.value) and "dependencies" not in str(e.value)
+
+
+def quaternion_matrix(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def test_splat_turns_into_the_meshs_y_up_frame():
+    import plyfile
+
+    rng = np.random.default_rng(0)
+    xyz, rot = rng.normal(size=(20, 3)), rng.normal(size=(20, 4))
+    rot /= np.linalg.norm(rot, axis=1, keepdims=True)
+    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "opacity", "scale_0", "rot_0", "rot_1", "rot_2", "rot_3"]
+    data = np.zeros(20, dtype=[(n, "<f4") for n in names])
+    for k, n in enumerate("xyz"):
+        data[n], data[f"n{n}"] = xyz[:, k], xyz[:, k]
+    for k in range(4):
+        data[f"rot_{k}"] = rot[:, k]
+    data["scale_0"], data["f_dc_0"] = 0.5, 0.25
+    buf = io.BytesIO()
+    plyfile.PlyData([plyfile.PlyElement.describe(data, "vertex")]).write(buf)
+    turned = plyfile.PlyData.read(io.BytesIO(meshes.splat_to_y_up(buf.getvalue())))["vertex"].data
+    z_to_y = meshes.Z_TO_Y_UP
+    np.testing.assert_allclose(np.stack([turned[n] for n in "xyz"], 1), xyz @ z_to_y, atol=1e-6)
+    np.testing.assert_allclose(np.stack([turned[f"n{n}"] for n in "xyz"], 1), xyz @ z_to_y, atol=1e-6)
+    for q, q_turned in zip(rot, np.stack([turned[f"rot_{k}"] for k in range(4)], 1)):
+        # Each Gaussian's axes turn with the frame: R(q') = Z_TO_Y_UP^T R(q) (column vectors).
+        np.testing.assert_allclose(quaternion_matrix(q_turned), z_to_y.T @ quaternion_matrix(q), atol=1e-6)
+    assert (turned["scale_0"] == 0.5).all() and (turned["f_dc_0"] == 0.25).all()
 
 
 def test_missing_config_is_named_with_sam3d_installed(installed, tmp_path):
