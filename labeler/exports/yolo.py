@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 
 import cv2
@@ -108,7 +108,7 @@ def data_yaml(root: Path, classes: dict[int, str], object_ids: list[int], image_
 def _link(target: Path, link: Path) -> None:
     """`link` -> `target` (absolute), replacing what is there; a copy where the file system has no links."""
     link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mktemp(dir=link.parent, prefix=f".{link.name}.", suffix=".tmp"))
+    tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex}.tmp")  # a new name, then an atomic rename
     try:
         os.symlink(Path(target).absolute(), tmp)
     except OSError:
