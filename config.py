@@ -40,6 +40,8 @@ CLASS_NAMES = {1: "disc", 2: "square"}
 FORMATS = []
 # Fraction of the YOLO export's images listed in yolo/val.txt, split with a fixed seed (`--yolo-val`).
 YOLO_VAL = 0.1
+# Exports hold only targets reviewed in `python main.py review` (`--reviewed-only`).
+REVIEWED_ONLY = False
 
 # Optional 3D meshes with SAM 3D Objects, installed separately (see README "SAM 3D meshes").
 # MESH = True is `--mesh`; MESH_LIMIT = N keeps the N best-scoring objects per ID (`--mesh-limit`);

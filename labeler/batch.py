@@ -48,6 +48,7 @@ class BatchSummary:
     seconds: float = 0.0
     interrupted: bool = False
     meshes: object = None  # meshes.MeshSummary after a --mesh run
+    reviewed: int = 0  # targets a person reviewed: kept as they are
 
     @property
     def exit_code(self) -> int:
@@ -59,6 +60,7 @@ class BatchSummary:
         found = ", ".join(f"ID {k}: {n}" for k, n in sorted(self.present.items())) or "none"
         return (
             f"{self.targets} targets: {self.labeled} labeled, {self.skipped} already labeled, {self.failed} failed"
+            f"{f' ({self.reviewed} reviewed, kept)' if self.reviewed else ''}"
             f"{' (interrupted)' if self.interrupted else ''}; objects found on ({found}); "
             f"{self.seconds:.1f} s, {rate:.2f} images/s"
         )
@@ -150,11 +152,16 @@ def run_batch(
     if settings is not None:
         manifest.settings = settings
     stems = output_stems(targets)
-    todo = [i for i, (t, s) in enumerate(zip(targets, stems)) if force or not manifest.is_done(t, s, run_fingerprint)]
-    if labeler.memory == "chain" and 0 < len(todo) < len(targets):
+    # A target a person reviewed is never labeled again (not with other prompts, not with force).
+    reviewed = {i for i, t in enumerate(targets) if manifest.is_reviewed(t)}
+    todo = [i for i, (t, s) in enumerate(zip(targets, stems))
+            if i not in reviewed and (force or not manifest.is_done(t, s, run_fingerprint))]
+    if labeler.memory == "chain" and 0 < len(todo) < len(targets) - len(reviewed):
         log.info("chain mode: %d of %d targets are labeled already, but a chain can't resume mid-way; "
                  "labeling the whole chain again", len(targets) - len(todo), len(targets))
-        todo = list(range(len(targets)))
+        todo = list(range(len(targets)))  # reviewed frames still feed the chain; their files stay as they are
+    elif labeler.memory == "chain" and todo:
+        todo = sorted(set(todo) | reviewed)
     remove_temp_files(folder.root)  # what a killed run may have left
     writer = TargetWriter(folder, classes)
     labeled = failed = 0
@@ -190,14 +197,17 @@ def run_batch(
                     try:
                         images[i] = reads.popleft().result()
                     except ImageReadError as e:
-                        _record_failure(manifest, targets[i], stems[i], run_fingerprint,
-                                        str(e).removeprefix(f"{targets[i]}: "))
-                        failed += 1
+                        if i not in reviewed:
+                            _record_failure(manifest, targets[i], stems[i], run_fingerprint,
+                                            str(e).removeprefix(f"{targets[i]}: "))
+                            failed += 1
                 for i, detections in zip(images, label_chunk(labeler, list(images.values())) if images else []):
                     if detections is None:
                         _record_failure(manifest, targets[i], stems[i], run_fingerprint,
                                         "out of GPU memory, twice (try a smaller --image-size or --batch-size)")
                         failed += 1
+                        continue
+                    if i in reviewed:
                         continue
                     objects = [ObjectRecord.from_detection(d) for d in sorted(detections, key=lambda d: d.id)]
                     pending.append((writes.submit(writer.write, stems[i], images[i], detections),
@@ -221,7 +231,8 @@ def run_batch(
     return BatchSummary(
         targets=len(targets),
         labeled=labeled,
-        skipped=len(targets) - len(todo),
+        skipped=len(targets) - len(todo) + len(reviewed & set(todo)),
+        reviewed=len(reviewed),
         failed=failed,
         present={k: counts.get(k, 0) for k in labeler.object_ids},
         seconds=time.perf_counter() - start,

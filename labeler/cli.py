@@ -51,6 +51,7 @@ OPTIONS = {
     "THRESHOLD": ("--threshold", dict(type=float, help="an object is present above this object-score logit")),
     "BATCH_SIZE": ("--batch-size", dict(type=_positive_int, metavar="B", help="targets per forward, refs mode (GPU)")),
     "FORMATS": ("--formats", dict(type=formats_arg, metavar="coco,yolo", help="dataset exports after the batch")),
+    "REVIEWED_ONLY": ("--reviewed-only", dict(action=argparse.BooleanOptionalAction, help="exports: reviewed only")),
     "YOLO_VAL": ("--yolo-val", dict(type=float, metavar="F", help="fraction of the YOLO images listed for validation")),
     "CLASS_NAMES": ("--classes", dict(type=_classes, metavar="1=scratch,2=dent", help="class names over the prompts' "
                                       "(default: theirs; config.py's CLASS_NAMES seed new guides)")),

@@ -11,6 +11,7 @@ MEMORY = "refs"  # "refs": targets attend to the references only; "chain": a pse
 THRESHOLD = 0.0  # an object is present when its object-score logit exceeds this
 BATCH_SIZE = 1  # targets per forward in refs mode
 FORMATS = ()  # dataset exports after the batch: "coco", "yolo"
+REVIEWED_ONLY = False  # exports hold only the targets a person reviewed (accepted or corrected)
 YOLO_VAL = 0.1  # fraction of the YOLO export's images listed for validation (fixed seed)
 MESH = False
 MESH_LIMIT = None

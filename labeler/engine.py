@@ -56,6 +56,9 @@ def _condition(predictor, state: dict, frame_idx: int, obj: ObjectGuides, height
     """
     sam2.set_frame_size(state, height, width)
     mask = np.zeros((height, width), dtype=bool)
+    if obj.absent:  # an explicit empty mask prompt: SAM 2 learns the object is not there
+        predictor.add_new_mask(state, frame_idx, obj.id, torch.from_numpy(mask))
+        return mask
     if obj.has_prompt:
         scale = np.array([width, height], dtype=np.float32)
         points = labels = box = None

@@ -43,6 +43,8 @@ class ObjectGuides:
         labels: one label per point, 1 = positive, 0 = negative.
         paint: (H, W) bool brush paint, or None.
         erase: (H, W) bool brush erase, or None.
+        absent: the object is not on this image: SAM 2 is given an empty mask for it (a taught false
+            positive); no other guide goes with it.
     Lists are accepted and normalised (box to a tuple, points to tuples, masks to bool arrays; a bool
     array is kept as is, not copied).
     Usage: `ObjectGuides(id=2, points=[[10, 12]], labels=[1], paint=mask_hw).has_prompt` -> True.
@@ -55,6 +57,7 @@ class ObjectGuides:
     labels: list[int] = field(default_factory=list)
     paint: np.ndarray | None = None
     erase: np.ndarray | None = None
+    absent: bool = False
 
     def __post_init__(self) -> None:
         if self.box is not None:
@@ -71,14 +74,15 @@ class ObjectGuides:
 
     @property
     def has_guide(self) -> bool:
-        """A prompt, or paint with at least one pixel set (erase alone guides nothing)."""
-        return self.has_prompt or (self.paint is not None and bool(np.any(self.paint)))
+        """A prompt, paint with at least one pixel set (erase alone guides nothing), or `absent`."""
+        return self.absent or self.has_prompt or (self.paint is not None and bool(np.any(self.paint)))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ObjectGuides):
             return NotImplemented
         return (
-            (self.id, self.box, self.points, self.labels) == (other.id, other.box, other.points, other.labels)
+            (self.id, self.box, self.points, self.labels, self.absent)
+            == (other.id, other.box, other.points, other.labels, other.absent)
             and _same_mask(self.paint, other.paint)
             and _same_mask(self.erase, other.erase)
         )

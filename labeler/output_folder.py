@@ -100,6 +100,12 @@ class TargetRecord:
     status: str
     objects: list[ObjectRecord] = field(default_factory=list)
     error: str = ""
+    review: dict | None = None  # {"state": accepted|corrected|excluded, "time": ISO 8601, "ids": [...]}
+
+    @property
+    def review_state(self) -> str:
+        """"unreviewed", or how a person reviewed the target: "accepted", "corrected", "excluded"."""
+        return self.review["state"] if self.review else "unreviewed"
 
     @property
     def name(self) -> str:
@@ -163,18 +169,26 @@ class Manifest:
             and entry["file"] == file_identity(target)
         )
 
+    def is_reviewed(self, target: Path) -> bool:
+        """A person reviewed the target: it is never labeled again (until `review --clear`)."""
+        entry = self.entries.get(Path(target).name)
+        return bool(entry and entry.get("review"))
+
     def record(self, run_fingerprint: str, record: TargetRecord) -> None:
         self.entries[record.name] = {
             "fingerprint": run_fingerprint, "file": file_identity(record.path), "stem": record.stem,
             "status": record.status, "error": record.error, "objects": list(record.objects),
         }
+        if record.review:
+            self.entries[record.name]["review"] = record.review
 
     def get(self, target: Path) -> TargetRecord | None:
         """The record of `target`, or None when it is not recorded."""
         entry = self.entries.get(Path(target).name)
         if entry is None:
             return None
-        return TargetRecord(Path(target), entry["stem"], entry["status"], entry["objects"], entry["error"])
+        return TargetRecord(Path(target), entry["stem"], entry["status"], entry["objects"], entry["error"],
+                            entry.get("review"))
 
     def records(self, targets: list[Path]) -> list[TargetRecord]:
         """Records of the given targets that are recorded (labeled or failed), in their order."""
@@ -235,13 +249,16 @@ class OutputFolder:
     def manifest(self) -> Manifest:
         return Manifest.load(self.manifest_json)
 
-    def labeled(self, targets: list[Path]) -> list[TargetRecord]:
+    def labeled(self, targets: list[Path], reviewed_only: bool = False) -> list[TargetRecord]:
         """Records of the targets labeled under their current output stems, in target order.
 
-        Failed targets and targets not labeled yet (an interrupted run) are left out.
+        Failed targets, targets not labeled yet (an interrupted run) and excluded ones are left out;
+        with `reviewed_only`, unreviewed ones too.
         """
         stems = dict(zip(map(Path, targets), output_stems(targets)))
-        return [r for r in self.manifest().records(targets) if r.status == "labeled" and r.stem == stems[r.path]]
+        return [r for r in self.manifest().records(targets)
+                if r.status == "labeled" and r.stem == stems[r.path] and r.review_state != "excluded"
+                and (r.review or not reviewed_only)]
 
     def read_id_mask(self, stem: str, obj_id: int):
         """(H, W) bool mask of `id_masks/<stem>_id<k>.png`, or None when it is missing or unreadable."""

@@ -69,6 +69,7 @@ def label_batch(
     batch_size: int = defaults.BATCH_SIZE,
     formats: Iterable[str] | str = defaults.FORMATS,
     yolo_val: float = defaults.YOLO_VAL,
+    reviewed_only: bool = defaults.REVIEWED_ONLY,
     classes: dict[int, str] | None = None,
     force: bool = False,
     progress: bool = True,
@@ -77,6 +78,7 @@ def label_batch(
     mesh_limit: int | None = defaults.MESH_LIMIT,
     sam3d_config: str | os.PathLike | None = defaults.SAM3D_CONFIG,
     guide: Callable[[object], PromptSet] | None = None,
+    predictor=None,
 ):
     """Label every image in the folder `targets` into the folder `output`; returns the `BatchSummary`.
 
@@ -86,11 +88,13 @@ def label_batch(
     memory: "refs" (targets independent) or "chain" (targets form a pseudo-video after the references).
     threshold: object-score logit above which an object is present. batch_size: targets per forward (refs).
     formats: dataset exports written after a finished batch ("coco", "yolo"); yolo_val: the fraction of
-    images the YOLO export lists for validation (fixed seed). classes: class names
+    images the YOLO export lists for validation (fixed seed); reviewed_only: exports hold only the
+    targets a person reviewed (`python main.py review`). classes: class names
     that override the prompts' ({1: "scratch"}). force: relabel targets already labeled.
     stop: set it to stop after the current target (`summary.interrupted`); the same call resumes.
     mesh, mesh_limit, sam3d_config: SAM 3D Objects meshes of the present objects after the batch.
     guide: called with the built SAM 2 predictor before labeling; returns the prompts (the SmartSelector).
+    predictor: a SAM 2 predictor already built with these model settings, to reuse (the review window's).
     Raises UsageError for bad input, before anything is built or written.
     """
     formats = _checked(parse_formats, formats)
@@ -116,8 +120,9 @@ def label_batch(
 
     from .model import build_predictor
 
-    log.info("SAM 2.1 %s on %s", model, torch_device)
-    predictor = build_predictor(model, checkpoint, image_size, torch_device)
+    if predictor is None:
+        log.info("SAM 2.1 %s on %s", model, torch_device)
+        predictor = build_predictor(model, checkpoint, image_size, torch_device)
     with folder.lock():
         if guide is not None:
             prompts = guide(predictor)
@@ -130,6 +135,7 @@ def label_batch(
             "threshold": threshold,
             "checkpoint": str(checkpoint_path.absolute()) if checkpoint_path else UNTRAINED,
             "targets": os.path.relpath(Path(targets).absolute(), folder.root.absolute()),
+            "formats": formats, "taught": _taught_kept(folder, prompts),
         }
         run = run_fingerprint(prompts, model, checkpoint_path, predictor.image_size, torch_device.type, memory,
                               threshold)
@@ -138,7 +144,7 @@ def label_batch(
         del predictor  # SAM 3D needs the GPU memory
         if summary.interrupted:
             return summary
-        _write_exports(folder, prompts, target_list, formats, yolo_val)
+        _write_exports(folder, prompts, target_list, formats, yolo_val, reviewed_only)
         if reconstructor is not None:
             from . import meshes
             from .batch import free_memory
@@ -148,6 +154,17 @@ def label_batch(
                                                  force=force, progress=progress)
             log.info("%s", summary.meshes)
     return summary
+
+
+def _taught_kept(folder: OutputFolder, prompts: PromptSet) -> list[str]:
+    """The references a review taught that these prompts still hold; says how many they drop."""
+    taught = folder.manifest().settings.get("taught", []) if folder.manifest_json.is_file() else []
+    images = {str(r.image) for r in prompts.references}
+    dropped = [t for t in taught if t not in images]
+    if dropped:
+        log.warning("these prompts drop %d reference(s) taught in a review (%s); to keep them, pass "
+                    "--prompts %s", len(dropped), ", ".join(Path(t).name for t in dropped), folder.prompts_json)
+    return [t for t in taught if t in images]
 
 
 def _checked(parse, value):
@@ -173,11 +190,12 @@ def _label(predictor, prompts, targets, folder, run, settings, memory, threshold
 
 
 def _write_exports(folder: OutputFolder, prompts: PromptSet, targets: list[Path], formats: list[str],
-                   yolo_val: float) -> None:
+                   yolo_val: float, reviewed_only: bool = False) -> None:
     """Dataset exports and report.png, rebuilt from the output folder for every labeled target."""
     from .exports import write_exports
     from .report import write_report
 
-    for path in write_exports(folder.root, targets, prompts.classes, formats, prompts.object_ids, yolo_val):
+    for path in write_exports(folder.root, targets, prompts.classes, formats, prompts.object_ids, yolo_val,
+                              reviewed_only):
         log.info("exported %s", path)
     log.info("review sheet %s", write_report(folder.root, targets, prompts.classes, prompts.object_ids))

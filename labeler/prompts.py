@@ -18,6 +18,8 @@ File shape (optional fields may be absent):
 Image paths are written relative to the prompts file's folder when the image lies inside it, absolute
 otherwise. Coordinates are pixels of the EXIF-upright image, x then y; labels are 1 (positive) or
 0 (negative); paint/erase are brush masks as compressed COCO RLE with size [height, width].
+`"absent": true` (optional, with no other guide) says the object is not on that image: SAM 2 is
+given an empty mask for it, as a reviewed target taught as a reference does for a false positive.
 
 Every problem stops with one `PromptError` whose message names the file, the reference (counted
 from 1, with its image as written) and the field, e.g.
@@ -63,7 +65,7 @@ MAX_OBJECT_ID = 255
 
 _TOP_FIELDS = ("version", "classes", "references")
 _REFERENCE_FIELDS = ("image", "width", "height", "objects")
-_OBJECT_FIELDS = ("id", "box", "points", "labels", "paint", "erase")
+_OBJECT_FIELDS = ("id", "box", "points", "labels", "paint", "erase", "absent")
 _MASK_FIELDS = ("size", "counts")
 
 
@@ -139,6 +141,8 @@ def _object_to_dict(obj: ObjectGuides) -> dict:
         d["paint"] = _mask_to_dict(obj.paint)
     if obj.erase is not None:
         d["erase"] = _mask_to_dict(obj.erase)
+    if obj.absent:
+        d["absent"] = True
     return d
 
 
@@ -312,6 +316,12 @@ def _object(d: Any, ref_at: str, j: int, width: int, height: int) -> ObjectGuide
         obj.paint = _mask(d["paint"], f"{at}.paint", width, height)
     if d.get("erase") is not None:
         obj.erase = _mask(d["erase"], f"{at}.erase", width, height)
+    if d.get("absent") is not None:
+        if d["absent"] is not True:
+            _fail(f"{at}.absent", f"expected true (or no field), got {_show(d['absent'])}")
+        if obj.has_guide or obj.erase is not None:
+            _fail(f"{at}.absent", "an absent object takes no other guide (it is an empty mask)")
+        obj.absent = True
     if not obj.has_guide:
         _fail(at, "no guide: give a box, a point or painted pixels (erase alone is not a guide)")
     return obj

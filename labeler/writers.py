@@ -140,7 +140,7 @@ class ResultsTable:
     Usage: `t = ResultsTable(classes); t.add_target("a.jpg", dets); t.add_failure("b.jpg", "why"); t.write(p)`.
     """
 
-    COLUMNS = ["image", "id", "class", "score", "logit", "area", "bbox", "status", "error"]
+    COLUMNS = ["image", "id", "class", "score", "logit", "area", "bbox", "status", "error", "review"]
 
     def __init__(self, classes: dict[int, str], records: list[TargetRecord] = ()):
         self.classes = classes
@@ -165,7 +165,7 @@ class ResultsTable:
         for record in self.records:
             if record.status == "failed":
                 row = dict.fromkeys(self.COLUMNS, "")
-                row.update(image=record.name, status="failed", error=record.error)
+                row.update(image=record.name, status="failed", error=record.error, review=record.review_state)
                 rows.append(row)
                 continue
             for o in sorted(record.objects, key=lambda o: o.id):
@@ -179,6 +179,7 @@ class ResultsTable:
                     "bbox": " ".join(str(v) for v in o.bbox) if o.bbox is not None else "",
                     "status": "present" if o.present else "absent",
                     "error": "",
+                    "review": record.review_state,
                 })
         return rows
 

@@ -45,6 +45,11 @@ CASES = {
         [ObjectGuides(1, points=[(60, 50)], labels=[1]), ObjectGuides(2, box=(160, 100, 300, 230))],
         [ObjectGuides(2, paint=_disc(200, 160, 35)), ObjectGuides(3, box=(180, 120, 310, 235), erase=_disc(300, 230, 20))],
     ],
+    # A target taught in a review: each object guided by its final mask alone, one absent (an empty mask).
+    "taught_mask_and_absent": [
+        [ObjectGuides(1, box=(20, 20, 150, 140)), ObjectGuides(2, points=[(250, 180)], labels=[1])],
+        [ObjectGuides(1, paint=_disc(120, 100, 45)), ObjectGuides(2, absent=True)],
+    ],
 }
 
 
@@ -88,6 +93,9 @@ def _sam2_video_outputs(predictor, prompts, frames, folder):
     for k, ref in enumerate(prompts.references):
         for obj in ref.objects:
             mask = np.zeros((ref.height, ref.width), dtype=bool)
+            if obj.absent:  # SAM 2 accepts an empty mask prompt
+                predictor.add_new_mask(state, k, obj.id, mask)
+                continue
             if obj.has_prompt:
                 _, ids, masks = predictor.add_new_points_or_box(
                     state, k, obj.id,

@@ -19,7 +19,7 @@ PACKAGE = ROOT / "labeler"
 LAYERS = [
     "errors", "signals", "defaults", "files", "colors", "images", "detections", "rle", "guides", "prompts", "output_folder",
     "sam2_internals", "model", "engine", "writers", "exports.common", "exports.coco", "exports.yolo", "exports",
-    "report", "meshes", "batch", "api", "pipeline", "guide_state", "selector", "cli",
+    "report", "meshes", "batch", "review", "api", "pipeline", "guide_state", "selector", "review_window", "cli",
 ]
 
 
@@ -128,7 +128,7 @@ def test_one_source_of_defaults():
     no_config = vars(_parser({}).parse_args([]))
     with_config = vars(_parser({k: v for k, v in config.items() if k in OPTIONS}).parse_args([]))
     for name in ("MODEL", "CHECKPOINT", "IMAGE_SIZE", "DEVICE", "MEMORY", "THRESHOLD", "BATCH_SIZE", "FORMATS",
-                 "YOLO_VAL", "MESH", "MESH_LIMIT", "SAM3D_CONFIG"):
+                 "YOLO_VAL", "REVIEWED_ONLY", "MESH", "MESH_LIMIT", "SAM3D_CONFIG"):
         same = (lambda v: list(v)) if name == "FORMATS" else (lambda v: v)  # config.py writes [] for ()
         value = same(getattr(defaults, name))
         assert same(api[name.lower()].default) == value, name
@@ -199,5 +199,5 @@ def test_manifest_records_the_run_settings(test_checkpoint, tmp_path):
                     "--checkpoint", test_checkpoint, "--image-size", "128", "--threshold", "0.5").returncode == 0
     settings = json.loads((out / "manifest.json").read_text())["settings"]
     assert settings == {"model": "tiny", "checkpoint": str(Path(test_checkpoint).absolute()), "image_size": 128,
-                        "device": "cpu", "memory": "refs", "threshold": 0.5,
+                        "device": "cpu", "memory": "refs", "threshold": 0.5, "formats": [], "taught": [],
                         "targets": os.path.relpath(ROOT / "assets/demo/targets", out)}

@@ -258,7 +258,8 @@ def test_results_csv(tmp_path):
 
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        assert reader.fieldnames == ["image", "id", "class", "score", "logit", "area", "bbox", "status", "error"]
+        assert reader.fieldnames == ["image", "id", "class", "score", "logit", "area", "bbox", "status", "error",
+                                     "review"]
         rows = list(reader)
     assert len(rows) == 3 + 3 + 1
 
@@ -266,12 +267,14 @@ def test_results_csv(tmp_path):
     assert r1 == {
         "image": "img_001.jpg", "id": "1", "class": "scratch", "score": f"{sigmoid(2.0):.4f}",
         "logit": "2.0000", "area": str(50 * 70), "bbox": "20 10 90 60", "status": "present", "error": "",
+        "review": "unreviewed",
     }
     assert r2["class"] == "object_2" and r2["area"] == str(60 * 70) and r2["bbox"] == "70 40 140 100"
     assert r2["score"] == "0.9526" and r2["status"] == "present"
     assert r3 == {
         "image": "img_001.jpg", "id": "3", "class": "dent", "score": f"{sigmoid(-4.0):.4f}",
         "logit": "-4.0000", "area": "0", "bbox": "", "status": "absent", "error": "",
+        "review": "unreviewed",
     }
     assert [r["status"] for r in rows[3:6]] == ["absent"] * 3
     assert {r["image"] for r in rows[3:6]} == {"empty.png"}

@@ -50,18 +50,20 @@ def write_exports(
     formats: str | Iterable[str] | None,
     object_ids: Iterable[int] | None = None,
     yolo_val: float = 0.1,
+    reviewed_only: bool = False,
 ) -> list[Path]:
     """Write each requested format for every labeled target; returns the paths written.
 
     `object_ids`: all object IDs of the prompts (categories, and YOLO class index = position in the
     sorted list); by default the IDs found in the manifest records. `yolo_val`: the fraction of images
-    the YOLO export lists for validation.
+    the YOLO export lists for validation. `reviewed_only`: only targets a person accepted or corrected
+    (a clean training set); excluded targets are always left out.
     """
     formats = parse_formats(formats)
     if not formats:
         return []
     folder = OutputFolder(output_dir)
-    items = folder.labeled(targets)
+    items = folder.labeled(targets, reviewed_only)
     ids = all_object_ids(items, object_ids)
     written = []
     for name in formats:

@@ -1,6 +1,7 @@
 """COCO instance segmentation: `coco.json` with one exact RLE mask (pycocotools) per present object.
 
-images: one per labeled target, `file_name` as in the target folder, upright width/height.
+images: one per labeled target (excluded ones left out), `file_name` as in the target folder, upright
+width/height, `review` (unreviewed, accepted or corrected).
 categories: id = object ID, name = class name or `object_<id>`, for every object ID of the prompts.
 annotations: per present object: `segmentation` (compressed RLE, counts as a string), `area`
 (pixels), `bbox` ([x, y, width, height], integers), `score` (sigmoid of the object-score logit, full precision),
@@ -34,7 +35,8 @@ def coco_dataset(folder: OutputFolder, items: list[TargetRecord], classes: dict[
     images, annotations = [], []
     for image_id, item in enumerate(items, start=1):
         width, height = upright_size(item.path)
-        images.append({"id": image_id, "file_name": item.path.name, "width": width, "height": height})
+        images.append({"id": image_id, "file_name": item.path.name, "width": width, "height": height,
+                       "review": item.review_state})
         for obj_id, score in item.present:
             mask = read_id_mask(folder, item, obj_id)
             if mask is None:
