@@ -13,7 +13,7 @@ from pathlib import Path
 from . import defaults
 from .errors import UsageError
 from .exports import formats_arg
-from .model import CHECKPOINT_DIR, MODELS
+from .model import CHECKPOINT_DIR, MODELS, download_checkpoint
 from .signals import stop_on_signals
 
 log = logging.getLogger("labeler")
@@ -61,12 +61,14 @@ OPTIONS = {
 }
 # Defaults of the options the library doesn't have; CLASS_NAMES from config.py seeds new guides only.
 CLI_DEFAULTS = {"PROMPTS": None, "REFERENCE_DIR": "refs", "TARGET_DIR": "targets", "OUTPUT_DIR": "output"}
+COMMANDS = ("commands:\n  download    fetch a SAM 2.1 checkpoint into checkpoints/ (download --help)\n"
+            "  review      review and correct a labeled output folder, worst first (review --help)")
 
 
 def _parser(config: dict) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="main.py", formatter_class=argparse.RawDescriptionHelpFormatter, description=(
-        "Few-shot SAM 2 labeler: guide a few reference images, then label every target image.\nDefaults come from "
-        "config.py."), epilog="commands:\n  download    fetch a SAM 2.1 checkpoint into checkpoints/ (download --help)")
+    p = argparse.ArgumentParser(prog="main.py", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=COMMANDS,
+                                description="Few-shot SAM 2 labeler: guide a few reference images, then label every "
+                                "target image.\nDefaults come from config.py.")
     p.add_argument("--headless", action="store_true", help="no window: label the targets from the saved prompts")
     p.add_argument("--edit", action="store_true", help="reopen the saved prompts' references, then label")
     for name, (flag, kwargs) in OPTIONS.items():
@@ -82,7 +84,6 @@ def _download(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="main.py download", description="Fetch Meta's SAM 2.1 checkpoint into "
                                 f"{CHECKPOINT_DIR}/sam2.1_hiera_MODEL.pt (relative to the folder you run from).")
     p.add_argument("--model", choices=list(MODELS), default=defaults.MODEL, help="model size (default: %(default)s)")
-    from .model import download_checkpoint
     try:
         log.info("saved %s", download_checkpoint(p.parse_args(argv).model))
     except UsageError as e:
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None, config_path: Path | None = None) -> int:
         return _download(argv[1:])
     path = config_path if config_path is not None else Path("config.py")
     config = {k: v for k, v in (runpy.run_path(str(path)) if path.is_file() else {}).items() if k in OPTIONS}
+    if argv[:1] == ["review"]:
+        from .review_window import review_command
+        return review_command(argv[1:], config)
     config_classes = config.pop("CLASS_NAMES", None) or {}
     args = vars(_parser(config).parse_args(argv))
     try:

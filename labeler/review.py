@@ -97,7 +97,11 @@ class Review:
     def order(self) -> list[TargetRecord]:
         """Worst first, as report.png orders them (nothing found first, then lowest object score);
         reviewed targets last (those reviewed before new object IDs count as not reviewed)."""
-        return sorted(self.records(), key=lambda r: (not self.needs_look(r), _min_score(r) if self.needs_look(r) else 0))
+        def key(record: TargetRecord) -> tuple:
+            look = self.needs_look(record)
+            return (not look, _min_score(record) if look else 0.0)
+
+        return sorted(self.records(), key=key)
 
     def detections(self, record: TargetRecord) -> list[Detection]:
         """The target's objects with their masks read back from id_masks/ (empty masks where absent)."""
@@ -145,7 +149,8 @@ class Review:
             if mask.shape != rgb.shape[:2]:
                 raise ValueError(f"object {obj_id}: mask shape {mask.shape} is not the image's {rgb.shape[:2]}")
             logit = by_id[obj_id].logit if obj_id in by_id else 0.0
-            detections.append(Detection(obj_id, logit, mask, bool(mask.any()), class_name(self.prompts.classes, obj_id)))
+            name = class_name(self.prompts.classes, obj_id)
+            detections.append(Detection(obj_id, logit, mask, bool(mask.any()), name))
         TargetWriter(self.folder, self.prompts.classes).write(record.stem, rgb, detections)
         record.objects = [ObjectRecord.from_detection(d) for d in detections]
         self._save(record, "corrected")
