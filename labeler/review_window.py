@@ -92,8 +92,9 @@ class ReviewWindow(SmartSelector):
         c = self.review.counts()
         mark = "" if not self.record.review else f" [{self.record.review_state}]"
         look = " · look again: new object IDs" if self.record.review and self.review.needs_look(self.record) else ""
+        fixing = " · FIX: Enter saves, Esc drops" if getattr(self, "fixing", False) else ""
         return (f"Review — {self.record.name}{mark} ({self.index + 1}/{len(self.names)}) · reviewed "
-                f"{c['reviewed']}/{c['targets']} · {c['corrected']} corrected · {c['taught']} taught{look}")
+                f"{c['reviewed']}/{c['targets']} · {c['corrected']} corrected · {c['taught']} taught{look}{fixing}")
 
     def show(self, index: int) -> None:
         """Move to target `index` (clamped), in the same figure."""
@@ -144,7 +145,7 @@ class ReviewWindow(SmartSelector):
             self.accept_target()
         elif key == "f":
             self.fixing = True
-            self._set_status("FIX: guide as in the SmartSelector · Enter: save · Esc: drop")
+            self._set_text(self.title_text, self._title())
         elif key == "x":
             self.review.exclude(self.record.name)
             self.show(self.index + 1)
@@ -183,17 +184,13 @@ class ReviewWindow(SmartSelector):
         else:  # taught once the person accepts or corrects it
             self.teach_pending ^= {name}
             taught = name in self.teach_pending
-        self.title_text.set_text(self._title())
-        self._set_status("also a reference: yes" if taught else "also a reference: no")
+        self._set_text(self.title_text, self._title())
+        self._set_text(self.status_text, "also a reference: yes" if taught else "also a reference: no")
 
     def _apply_teach(self) -> None:
         if self.record.name in self.teach_pending:
             self.teach_pending.discard(self.record.name)
             self.review.teach(self.record.name)
-
-    def _set_status(self, text: str) -> None:
-        self.status_text.set_text(text)
-        self.fig.canvas.draw_idle()
 
     def end(self) -> None:
         self.ended = True

@@ -217,3 +217,89 @@ def test_run_selector_saves_after_each_reference_and_edit_prefills(predictor, tm
     assert first.box == pytest.approx((20, 20, 120, 90)) and first.points == [pytest.approx((60, 50))]
     assert edited.references[1] == prompts.references[1]
     assert opened[1].session.guided_on == {1: 1}               # the sidebar counts the other reference
+
+
+def test_zoom_and_pan_keys_keep_guides_in_image_pixels(selector):
+    d = Driver(selector)
+    ax = selector.ax
+    box = ax.bbox.frozen()                             # the axes keep their box at every zoom
+
+    def screen(x, y, xlim, ylim):
+        """Where image point (x, y) is on screen for the view xlim x ylim, from the axes box alone."""
+        sx = box.x0 + (x - xlim[0]) / (xlim[1] - xlim[0]) * box.width
+        sy = box.y1 - (y - ylim[1]) / (ylim[0] - ylim[1]) * box.height
+        return sx, sy
+
+    def raw(name, xy, button=None):
+        selector.fig.canvas.callbacks.process(name, MouseEvent(name, selector.fig.canvas, *xy, button=button))
+
+    d.key("+", at=(100, 80))                           # 2x, centred on the pointer
+    xlim, ylim = (20, 180), (140, 20)
+    assert ax.get_xlim() == pytest.approx(xlim) and ax.get_ylim() == pytest.approx(ylim)
+    assert ax.bbox.bounds == pytest.approx(box.bounds)
+    assert "zoom 2x" in selector.status_text.get_text()
+    raw("button_press_event", screen(60, 40, xlim, ylim), 1)   # a box drawn while zoomed, in screen pixels
+    raw("motion_notify_event", screen(90, 70, xlim, ylim))
+    raw("button_release_event", screen(120, 100, xlim, ylim), 1)
+    assert selector.state.object(1).box == pytest.approx((60, 40, 120, 100), abs=0.01)
+    d.key("b")
+    raw("button_press_event", screen(150, 130, xlim, ylim), 1)  # one brush stamp
+    raw("button_release_event", screen(150, 130, xlim, ylim), 1)
+    assert np.array_equal(selector.state.object(1).paint, _disc(150, 130, selector.state.brush_radius))
+
+    d.key("shift+right")                               # a quarter of the view
+    assert ax.get_xlim() == pytest.approx((60, 220)) and ax.get_ylim() == pytest.approx(ylim)
+    d.key("shift+down")
+    assert ax.get_ylim() == pytest.approx((170, 50))
+    for _ in range(5):                                 # never past the image's edge
+        d.key("shift+right")
+        d.key("shift+up")
+    assert ax.get_xlim() == pytest.approx((159.5, 319.5)) and ax.get_ylim() == pytest.approx((119.5, -0.5))
+    d.key("-")                                         # back out: the whole image
+    assert ax.get_xlim() == pytest.approx((-0.5, W - 0.5)) and ax.get_ylim() == pytest.approx((H - 0.5, -0.5))
+    assert "zoom" not in selector.status_text.get_text()
+
+    d.mouse("motion_notify_event", 0.5, 0.5, axes=selector.side)  # the pointer off the image
+    d.key("=")                                         # centred on the view's centre
+    assert ax.get_xlim() == pytest.approx((79.5, 239.5))
+    for _ in range(10):                                # the closest zoom still shows MIN_VIEW pixels
+        d.key("+")
+    assert ax.get_ylim()[0] - ax.get_ylim()[1] == pytest.approx(8)
+    d.key("0")
+    assert ax.get_xlim() == pytest.approx((-0.5, W - 0.5))
+
+
+def test_each_action_repaints_only_what_changed_and_the_window_stays_right(selector):
+    """Partial repaints (what a remote display receives) leave the figure as a full draw would draw it."""
+    d = Driver(selector)
+    canvas = selector.fig.canvas
+    blitted = []
+    canvas.blit = lambda bbox=None: blitted.append(bbox.width * bbox.height)
+    ax_area = 0.79 * canvas.figure.bbox.width * 0.88 * canvas.figure.bbox.height
+
+    def act(action, most: float):
+        blitted.clear()
+        action()
+        assert sum(blitted) <= most, f"{sum(blitted)} pixels blitted, at most {most} expected"
+        partial = np.asarray(canvas.buffer_rgba()).astype(int)
+        canvas.draw()                                  # the reference: everything drawn again
+        difference = np.abs(partial - np.asarray(canvas.buffer_rgba())).max(axis=-1)
+        assert difference.max() <= 2, f"{(difference > 2).sum()} pixels differ from a full draw"
+
+    act(lambda: d.mouse("motion_notify_event", 50, 50), 0)       # hovering changes nothing
+    act(lambda: d.drag([(40, 30), (120, 100), (200, 180)]), ax_area)
+    act(lambda: d.click(120, 100), ax_area)
+    act(lambda: d.key("2"), 0.1 * ax_area)                        # the guides' widths, two sidebar slots
+    act(lambda: d.key("b", at=(60, 200)), 0.03 * ax_area)            # the brush circle, "BRUSH"
+    act(lambda: d.mouse("motion_notify_event", 70, 205), 0.03 * ax_area)  # the brush circle moves
+    act(lambda: d.mouse("button_press_event", 70, 205, button=1), 0.03 * ax_area)
+    act(lambda: d.mouse("motion_notify_event", 78, 207), 0.03 * ax_area)  # a brush move
+    act(lambda: d.mouse("button_release_event", 78, 207, button=1), 0.05 * ax_area)
+    act(lambda: d.key("h"), ax_area)
+    act(lambda: d.mouse("motion_notify_event", 160, 120), 0.03 * ax_area)  # under the help
+    act(lambda: d.key("h"), ax_area)
+    act(lambda: d.key("+", at=(100, 80)), ax_area)
+    act(lambda: d.key("shift+left"), ax_area)
+    act(lambda: d.key("p"), ax_area)
+    act(lambda: d.key("u"), ax_area)
+    act(lambda: d.key("0"), ax_area)

@@ -180,8 +180,9 @@ class Screen:
 class Layout:
     """Where the reference image lands in the window: the SmartSelector's axes rectangle, aspect kept."""
 
-    def __init__(self, shot: np.ndarray, image_size: tuple[int, int]):
-        width, height = WINDOW
+    def __init__(self, shot: np.ndarray, image_size: tuple[int, int], window: tuple[int, int] = WINDOW):
+        self.window = window
+        width, height = window
         # The figure fills the window above matplotlib's toolbar: the background rows down its left edge.
         is_figure = np.all(shot[:height, 1] == BACKGROUND, axis=-1)
         self.figure_height = int(np.argmin(is_figure)) if not is_figure.all() else height
@@ -217,7 +218,7 @@ def image_extent(shot: np.ndarray, layout: Layout) -> tuple[int, int, int, int]:
 
 
 def check_image_fills_left_part(shot: np.ndarray, layout: Layout, reference: np.ndarray | None = None) -> None:
-    width, _ = WINDOW
+    width, _ = layout.window
     expected = layout.image_box
     found = image_extent(shot, layout)
     assert np.allclose(found, expected, atol=2), f"image drawn at {found}, expected {expected}"
