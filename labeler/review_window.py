@@ -211,10 +211,10 @@ def review_command(argv: list[str], config: dict) -> int:
     p.add_argument("--targets", help="target folder (default: the one the folder's manifest records)")
     p.add_argument("--clear", nargs="*", metavar="NAME", help="drop the reviews (all, or of these target files)")
     p.add_argument("--no-relabel", action="store_true", help="after teaching, don't relabel the unreviewed targets")
-    p.add_argument("--model", choices=list(MODELS))
-    p.add_argument("--checkpoint", metavar="PATH")
-    p.add_argument("--image-size", type=int, metavar="N")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--model", choices=list(MODELS), help="SAM 2.1 model (default: the folder's)")
+    p.add_argument("--checkpoint", metavar="PATH", help="checkpoint, or 'none' (default: the folder's)")
+    p.add_argument("--image-size", type=int, metavar="N", help="model input size (default: the folder's)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="(default: the folder's)")
     args = p.parse_args(argv)
     try:
         if args.clear is not None:

@@ -205,7 +205,7 @@ def test_an_object_in_two_parts_gives_one_line_and_an_exact_rle(tmp_path):
     (ann,) = coco.dataset["annotations"]
     np.testing.assert_array_equal(mask_util.decode(coco.annToRLE(ann)).astype(bool), mask)  # hole and pixel kept
     assert ann["area"] == mask.sum() and ann["bbox"] == [10, 5, 106, 75] and ann["score"] == pytest.approx(0.8, abs=1e-12)  # full precision
-    assert coco.dataset["images"] == [{"id": 1, "file_name": "img.jpg", "width": 120, "height": 90}]
+    assert coco.dataset["images"] == [{"id": 1, "file_name": "img.jpg", "width": 120, "height": 90, "review": "unreviewed"}]
     assert json.loads((out / "coco.json").read_text())["categories"][0] == {
         "id": 3, "name": "object_3", "supercategory": "object"}
 

@@ -38,6 +38,23 @@ def _status_shown(shot: np.ndarray) -> bool:
     return bool((np.abs(band - STATUS_YELLOW).max(axis=-1) < 30).any())
 
 
+def meter(x, screen: Screen, window: str, measured: dict[str, float]):
+    """`measure(what, action, moves=1)`: the bytes an action sends once the window is idle again (per move),
+    into `measured`; and `moves(points)`: pointer moves over the window."""
+    def measure(what: str, action, moves: int = 1) -> None:
+        assert x.wait_idle(), f"the window never went idle before: {what}"
+        before = x.sent()
+        action()
+        assert x.wait_idle(), f"the window never went idle after: {what}"
+        measured[what] = (x.sent() - before) / moves
+
+    def moves(points) -> None:
+        for xy in points:
+            screen.move(window, xy)
+
+    return measure, moves
+
+
 def test_actions_send_little_to_a_remote_display(tmp_path):
     _require_a_display()
     refs = tmp_path / "refs"
@@ -74,16 +91,7 @@ def test_actions_send_little_to_a_remote_display(tmp_path):
                         raise
             to = layout.screen
 
-            def measure(what: str, action, moves: int = 1) -> None:
-                assert x.wait_idle(), f"the window never went idle before: {what}"
-                before = x.sent()
-                action()
-                assert x.wait_idle(), f"the window never went idle after: {what}"
-                measured[what] = (x.sent() - before) / moves
-
-            def moves(points) -> None:
-                for xy in points:
-                    screen.move(window, xy)
+            measure, moves = meter(x, screen, window, measured)
 
             hover = [to(60 + 20 * i, 60 + 8 * i) for i in range(10)]
             stroke = [to(220 + 5 * i, 100 + 2 * i) for i in range(10)]  # brush moves of ~5 image pixels
@@ -171,16 +179,7 @@ def test_the_review_window_sends_little_to_a_remote_display(tmp_path):
             layout = Layout(screen.settled(), (320, 240), WINDOW)
             to = layout.screen
 
-            def measure(what: str, action, moves: int = 1) -> None:
-                assert x.wait_idle(), f"the window never went idle before: {what}"
-                before = x.sent()
-                action()
-                assert x.wait_idle(), f"the window never went idle after: {what}"
-                measured[what] = (x.sent() - before) / moves
-
-            def moves(points) -> None:
-                for xy in points:
-                    screen.move(window, xy)
+            measure, moves = meter(x, screen, window, measured)
 
             hover = [to(60 + 20 * i, 60 + 8 * i) for i in range(10)]
             measure("hover (not fixing), per move", lambda: moves(hover), len(hover))
