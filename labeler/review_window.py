@@ -238,11 +238,11 @@ def _review(args) -> int:
         s = review.settings
         settings = {name: getattr(args, name) or s.get(name, default) for name, default in
                     (("model", "tiny"), ("checkpoint", None), ("image_size", None), ("device", "auto"))}
-        predictor = build_predictor(settings["model"], settings["checkpoint"], settings["image_size"],
-                                    resolve_device(settings["device"]))
         if not review.records():
             log.info("nothing to review in %s", args.output)
             return 0
+        predictor = build_predictor(settings["model"], settings["checkpoint"], settings["image_size"],
+                                    resolve_device(settings["device"]))
         encoder = ThreadPoolExecutor(1, "embed")
         fig = plt.figure(figsize=(13, 7.5))
         ReviewWindow(fig, review, predictor, encoder)  # its handlers keep it alive while the window is open
@@ -253,7 +253,10 @@ def _review(args) -> int:
     if prompts is None:
         return 0
     if args.no_relabel:
-        log.info("the unreviewed targets are not relabeled yet: python main.py --headless --output %s", args.output)
+        run = {**settings, "memory": s.get("memory"), "threshold": s.get("threshold")}
+        options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in run.items() if v is not None)
+        log.info("the unreviewed targets are not relabeled yet; to relabel them: python main.py --headless "
+                 "--output %s --targets %s %s", args.output, review.targets_dir, options)
         return 0
     summary = label_batch(prompts, review.targets_dir, args.output, memory=s.get("memory", "refs"),
                           threshold=s.get("threshold", 0.0), formats=s.get("formats", ()), predictor=predictor,
