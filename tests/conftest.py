@@ -1,7 +1,10 @@
-"""Shared fixtures: a small untrained SAM 2.1 tiny checkpoint with amplified memory paths, and test images."""
+"""Shared fixtures: a small untrained SAM 2.1 tiny checkpoint with amplified memory paths, test images, and
+the golden batch (tests/test_golden.py), shared by the tests that compare with it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +13,10 @@ import torch
 from PIL import Image
 
 from labeler.model import build_predictor
+from labeler.prompts import ObjectGuides, PromptSet, ReferenceGuides, save_prompts
 
 IMAGE_SIZE = 256  # small model input keeps the suite fast on 2 CPU cores
+ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 
@@ -73,3 +78,49 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real photos not available: {REAL_DATA} is absent (it sits beside the checkout)")
     return REAL_DATA
+
+
+def make_inputs(root: Path) -> tuple[Path, Path]:
+    """References, prompts.json and targets under `root`; returns (prompts file, target folder)."""
+    a = save_jpeg(synthetic_image(11), root / "refs" / "a.jpg")
+    b = save_jpeg(synthetic_image(12, size=(288, 224)), root / "refs" / "b.jpg")
+    paint = np.zeros((224, 288), dtype=bool)
+    paint[60:140, 90:200] = True
+    erase = np.zeros((224, 288), dtype=bool)
+    erase[90:110, 120:150] = True
+    blob = np.zeros((224, 288), dtype=bool)
+    blob[20:70, 20:80] = True
+    prompts = PromptSet([
+        ReferenceGuides(a, 320, 240, [
+            ObjectGuides(1, box=(40, 30, 180, 150)),
+            ObjectGuides(2, points=[(250, 60), (200, 200)], labels=[1, 0]),
+        ]),
+        ReferenceGuides(b, 288, 224, [
+            ObjectGuides(2, paint=blob),
+            ObjectGuides(3, box=(80, 50, 220, 160), paint=paint, erase=erase),
+        ]),
+    ], classes={1: "disc", 3: "dent"})
+    prompts_file = root / "prompts.json"
+    save_prompts(prompts, prompts_file)
+    targets = root / "targets"
+    for seed, size in zip(range(20, 25), [(320, 240), (256, 192), (400, 300), (320, 240), (256, 192)]):
+        save_jpeg(synthetic_image(seed, size=size), targets / f"t{seed}.jpg")
+    save_jpeg(synthetic_image(30), targets / "same.jpg")
+    Image.fromarray(synthetic_image(31, size=(256, 192))).save(targets / "same.png")
+    (targets / "broken.jpg").write_bytes(b"not an image")
+    return prompts_file, targets
+
+
+@pytest.fixture(scope="session")
+def golden_run(test_checkpoint, tmp_path_factory):
+    """The deterministic batch through `python main.py --headless`; returns (tmp root, output folder, result)."""
+    root = tmp_path_factory.mktemp("golden")
+    prompts_file, targets = make_inputs(root)
+    out = root / "out"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--headless", "--quiet", "--prompts", str(prompts_file),
+         "--targets", str(targets), "--output", str(out), "--checkpoint", str(test_checkpoint),
+         "--image-size", str(IMAGE_SIZE), "--formats", "coco,yolo"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    return root, out, result

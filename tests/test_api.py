@@ -19,7 +19,6 @@ import labeler
 from conftest import IMAGE_SIZE, save_jpeg, synthetic_image
 from labeler.images import read_rgb
 from test_cli import ROOT, run_main
-from test_golden import make_inputs
 
 DEMO = ROOT / "assets" / "demo"
 DEMO_TARGETS = sorted((DEMO / "targets").iterdir())
@@ -102,16 +101,14 @@ def files_of(folder: Path) -> dict[str, bytes]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_label_batch_and_the_command_line_write_byte_identical_folders(test_checkpoint, tmp_path):
-    prompts_file, targets = make_inputs(tmp_path)
-    api_out, cli_out = tmp_path / "api", tmp_path / "cli"
-    summary = labeler.label_batch(labeler.PromptSet.load(prompts_file), targets=targets, output=api_out,
-                                  checkpoint=test_checkpoint, image_size=IMAGE_SIZE, formats=("coco", "yolo"),
-                                  progress=False)
-    assert (summary.labeled, summary.failed, summary.exit_code) == (7, 1, 1)
-    result = run_main("--prompts", prompts_file, "--targets", targets, "--output", cli_out,
-                      "--checkpoint", test_checkpoint, "--image-size", IMAGE_SIZE, "--formats", "coco,yolo")
+def test_label_batch_and_the_command_line_write_byte_identical_folders(golden_run, test_checkpoint):
+    root, cli_out, result = golden_run  # `python main.py --headless` on the golden inputs
     assert result.returncode == 1, result.stderr
+    api_out = root / "api"
+    summary = labeler.label_batch(labeler.PromptSet.load(root / "prompts.json"), targets=root / "targets",
+                                  output=api_out, checkpoint=test_checkpoint, image_size=IMAGE_SIZE,
+                                  formats=("coco", "yolo"), progress=False)
+    assert (summary.labeled, summary.failed, summary.exit_code) == (7, 1, 1)
     api_files = files_of(api_out)
     assert "manifest.json" in api_files and "coco.json" in api_files
     assert api_files == files_of(cli_out)

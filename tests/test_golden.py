@@ -4,7 +4,7 @@ Recorded before the library refactor (issue 11) and kept as the guard of every l
 that alters an output file must say so here, by re-recording (`LABELER_RECORD_GOLDEN=1 python -m
 pytest tests/test_golden.py`) in a commit that names the change.
 
-Test checkpoint, image size 256, images this test makes: two references (a box, points with a
+Test checkpoint, image size 256, images `conftest.make_inputs` makes (its `golden_run` is shared with test_api): two references (a box, points with a
 negative one, paint, paint and erase), three objects, six targets of three sizes (two sharing a
 stem), one unreadable target, COCO and YOLO exports. Text files are hashed with the test's
 temporary folder written as `<tmp>` (prompts.json and data.yaml name it). manifest.json is left
@@ -21,48 +21,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
 
-from conftest import IMAGE_SIZE, save_jpeg, synthetic_image
-from labeler.prompts import ObjectGuides, PromptSet, ReferenceGuides, save_prompts
+from conftest import IMAGE_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = Path(__file__).with_name("golden") / "output_folder.json"
 TEXT_SUFFIXES = {".json", ".csv", ".txt", ".yaml"}
-
-
-def make_inputs(root: Path) -> tuple[Path, Path]:
-    """References, prompts.json and targets under `root`; returns (prompts file, target folder)."""
-    a = save_jpeg(synthetic_image(11), root / "refs" / "a.jpg")
-    b = save_jpeg(synthetic_image(12, size=(288, 224)), root / "refs" / "b.jpg")
-    paint = np.zeros((224, 288), dtype=bool)
-    paint[60:140, 90:200] = True
-    erase = np.zeros((224, 288), dtype=bool)
-    erase[90:110, 120:150] = True
-    blob = np.zeros((224, 288), dtype=bool)
-    blob[20:70, 20:80] = True
-    prompts = PromptSet([
-        ReferenceGuides(a, 320, 240, [
-            ObjectGuides(1, box=(40, 30, 180, 150)),
-            ObjectGuides(2, points=[(250, 60), (200, 200)], labels=[1, 0]),
-        ]),
-        ReferenceGuides(b, 288, 224, [
-            ObjectGuides(2, paint=blob),
-            ObjectGuides(3, box=(80, 50, 220, 160), paint=paint, erase=erase),
-        ]),
-    ], classes={1: "disc", 3: "dent"})
-    prompts_file = root / "prompts.json"
-    save_prompts(prompts, prompts_file)
-    targets = root / "targets"
-    for seed, size in zip(range(20, 25), [(320, 240), (256, 192), (400, 300), (320, 240), (256, 192)]):
-        save_jpeg(synthetic_image(seed, size=size), targets / f"t{seed}.jpg")
-    save_jpeg(synthetic_image(30), targets / "same.jpg")
-    from PIL import Image
-
-    Image.fromarray(synthetic_image(31, size=(256, 192))).save(targets / "same.png")
-    (targets / "broken.jpg").write_bytes(b"not an image")
-    return prompts_file, targets
 
 
 def folder_digest(out: Path, tmp: Path) -> dict[str, str]:
@@ -78,21 +42,6 @@ def folder_digest(out: Path, tmp: Path) -> dict[str, str]:
                 data = data.replace(t.encode(), b"<tmp>")
         digest[rel] = hashlib.sha256(data).hexdigest()
     return digest
-
-
-@pytest.fixture(scope="module")
-def golden_run(test_checkpoint, tmp_path_factory):
-    """The deterministic batch through `python main.py --headless`; returns (tmp root, output folder, result)."""
-    root = tmp_path_factory.mktemp("golden")
-    prompts_file, targets = make_inputs(root)
-    out = root / "out"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), "--headless", "--quiet", "--prompts", str(prompts_file),
-         "--targets", str(targets), "--output", str(out), "--checkpoint", str(test_checkpoint),
-         "--image-size", str(IMAGE_SIZE), "--formats", "coco,yolo"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )
-    return root, out, result
 
 
 def test_output_folder_is_byte_identical_to_the_recorded_one(golden_run):

@@ -95,17 +95,15 @@ def test_reviewed_targets_survive_reruns_with_other_prompts_and_force(out, test_
     prompts = labeler.PromptSet.load(DEMO / "prompts.json")
     prompts.references = prompts.references[:1]  # other prompts: a new fingerprint
     prompts.save(other)
-    common = ["--targets", out.parent / "targets", "--output", out, "--checkpoint", test_checkpoint,
-              "--image-size", IMAGE_SIZE]
-    for extra in (["--prompts", other, "--force"], ["--prompts", other, "--memory", "chain", "--force"]):
-        result = run_main(*common, *extra)
-        assert result.returncode == 0, result.stderr
-        assert "6 targets: 4 labeled, 2 already labeled, 0 failed (2 reviewed, kept)" in result.stderr
+    for memory in ("refs", "chain"):
+        summary = labeler.label_batch(other, targets=out.parent / "targets", output=out, checkpoint=test_checkpoint,
+                                      image_size=IMAGE_SIZE, memory=memory, force=True, progress=False)
+        assert "6 targets: 4 labeled, 2 already labeled, 0 failed (2 reviewed, kept)" in str(summary)
         assert {n: files_of(out, Path(n).stem) for n in (accepted, corrected)} == kept
         assert [r for r in rows(out) if r["image"] in (accepted, corrected)] == kept_rows
 
 
-def test_teaching_relabels_the_rest_as_a_fresh_run_with_the_taught_prompts(out, test_checkpoint, tmp_path):
+def test_teaching_relabels_the_rest_as_a_fresh_run_with_the_taught_prompts(out, test_checkpoint, tmp_path, caplog):
     with Review.open(out) as review:
         taught = [r.name for r in review.order()][0]
         shape = review.detections(review.record(taught))[0].mask.shape
@@ -138,9 +136,10 @@ def test_teaching_relabels_the_rest_as_a_fresh_run_with_the_taught_prompts(out, 
     assert {i["file_name"]: i["review"] for i in coco["images"]}[taught] == "corrected"
 
     # A later run with other prompts says it drops the taught reference.
-    again = run_main("--prompts", DEMO / "prompts.json", "--targets", out.parent / "targets", "--output", out,
-                     "--checkpoint", test_checkpoint, "--image-size", IMAGE_SIZE)
-    assert "these prompts drop 1 reference(s) taught in a review" in again.stderr
+    with caplog.at_level("WARNING", logger="labeler"):
+        labeler.label_batch(DEMO / "prompts.json", targets=out.parent / "targets", output=out,
+                            checkpoint=test_checkpoint, image_size=IMAGE_SIZE, progress=False)
+    assert "these prompts drop 1 reference(s) taught in a review" in caplog.text
 
 
 def test_exports_leave_out_excluded_targets_and_can_hold_reviewed_ones_only(out, test_checkpoint):
@@ -148,13 +147,13 @@ def test_exports_leave_out_excluded_targets_and_can_hold_reviewed_ones_only(out,
         accepted, excluded = [r.name for r in review.order()][:2]
         review.accept(accepted)
         review.exclude(excluded)
-    args = ["--prompts", DEMO / "prompts.json", "--targets", out.parent / "targets", "--output", out,
-            "--checkpoint", test_checkpoint, "--image-size", IMAGE_SIZE, "--formats", "coco,yolo"]
-    assert run_main(*args).returncode == 0
+    kwargs = dict(targets=out.parent / "targets", output=out, checkpoint=test_checkpoint, image_size=IMAGE_SIZE,
+                  formats=("coco", "yolo"), progress=False)
+    assert labeler.label_batch(DEMO / "prompts.json", **kwargs).exit_code == 0
     images = {i["file_name"]: i["review"] for i in json.loads((out / "coco.json").read_text())["images"]}
     assert excluded not in images and images[accepted] == "accepted" and len(images) == 5
     assert set(images.values()) == {"accepted", "unreviewed"}
-    assert run_main(*args, "--reviewed-only").returncode == 0
+    assert labeler.label_batch(DEMO / "prompts.json", reviewed_only=True, **kwargs).exit_code == 0
     assert [i["file_name"] for i in json.loads((out / "coco.json").read_text())["images"]] == [accepted]
     assert (out / "yolo" / "train.txt").read_text() == (out / "yolo" / "val.txt").read_text()  # one image
 
@@ -166,9 +165,9 @@ def test_clear_drops_reviews_and_the_next_batch_relabels_them(out, test_checkpoi
         review.exclude(b)
         assert review.clear([b]) == 1
         assert review.record(b).review is None and review.record(a).review_state == "accepted"
-    result = run_main("--prompts", DEMO / "prompts.json", "--targets", out.parent / "targets", "--output", out,
-                      "--checkpoint", test_checkpoint, "--image-size", IMAGE_SIZE)
-    assert "6 targets: 1 labeled, 5 already labeled, 0 failed (1 reviewed, kept)" in result.stderr
+    summary = labeler.label_batch(DEMO / "prompts.json", targets=out.parent / "targets", output=out,
+                                  checkpoint=test_checkpoint, image_size=IMAGE_SIZE, progress=False)
+    assert "6 targets: 1 labeled, 5 already labeled, 0 failed (1 reviewed, kept)" in str(summary)
 
 
 KILLED_REVIEW = """
