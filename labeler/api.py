@@ -95,12 +95,10 @@ class Labeler:
         `python main.py download`. image_size: the model's input size (None: 1024). device: auto,
         cpu, cuda or mps.
         """
-        from .model import build_predictor, check_checkpoint, check_image_size, resolve_device
+        from .model import build_predictor, resolve_device
         prompts = as_prompt_set(prompts)
         if memory not in ("refs", "chain"):
             raise UsageError(f"memory mode {memory!r}: choose refs or chain")
-        check_image_size(image_size)
-        check_checkpoint(model, checkpoint)
         predictor = build_predictor(model, checkpoint, image_size, resolve_device(device))
         return cls(predictor, prompts, memory=memory, threshold=threshold)
 

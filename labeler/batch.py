@@ -28,8 +28,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .engine import Labeler
 from .files import remove_temp_files
 from .images import ImageReadError, read_rgb
-from .output_folder import ObjectRecord, OutputFolder, TargetRecord, output_stems
-from .writers import ResultsTable, TargetWriter
+from .output_folder import Manifest, OutputFolder, TargetRecord, output_stems
+from .writers import ResultsTable, TargetWriter, save_records
 
 log = logging.getLogger(__name__)
 PREFETCH = 2  # targets decoded ahead of the model; also the most writes left pending
@@ -139,16 +139,17 @@ def run_batch(
     stop: threading.Event | None = None,
     batch_size: int = 1,
     settings: dict | None = None,
+    manifest: Manifest | None = None,
 ) -> BatchSummary:
     """Label the targets not yet labeled with `run_fingerprint` (all with `force`), then write results.csv.
 
     batch_size: targets per forward (refs mode; chain mode runs one at a time).
-    settings: the run's settings, recorded in the manifest.
+    settings: the run's settings, recorded in the manifest. manifest: the folder's, when the caller loaded it.
     """
     start = time.perf_counter()
     steady_heap()
     folder = output_dir if isinstance(output_dir, OutputFolder) else OutputFolder(output_dir)
-    manifest = folder.manifest()
+    manifest = manifest if manifest is not None else folder.manifest()
     if settings is not None:
         manifest.settings = settings
     stems = output_stems(targets)
@@ -169,8 +170,7 @@ def run_batch(
     last_save = time.monotonic()
 
     def save():
-        manifest.save()
-        ResultsTable(classes, manifest.records(targets)).write(folder.results_csv)
+        save_records(folder, manifest, targets, classes)
 
     pending: deque = deque()  # (write future, record): recorded once the files are written
 
@@ -209,9 +209,8 @@ def run_batch(
                         continue
                     if i in reviewed:
                         continue
-                    objects = [ObjectRecord.from_detection(d) for d in sorted(detections, key=lambda d: d.id)]
                     pending.append((writes.submit(writer.write, stems[i], images[i], detections),
-                                    TargetRecord(targets[i], stems[i], "labeled", objects)))
+                                    TargetRecord.from_detections(targets[i], stems[i], detections)))
                     labeled += 1
                 release_free_heap()
                 bar.update(len(batch))

@@ -107,6 +107,12 @@ class TargetRecord:
         """"unreviewed", or how a person reviewed the target: "accepted", "corrected", "excluded"."""
         return self.review["state"] if self.review else "unreviewed"
 
+    @classmethod
+    def from_detections(cls, path: Path, stem: str, detections) -> TargetRecord:
+        """A labeled target's record: one ObjectRecord per Detection, in ID order."""
+        objects = [ObjectRecord.from_detection(d) for d in sorted(detections, key=lambda d: d.id)]
+        return cls(Path(path), stem, "labeled", objects)
+
     @property
     def name(self) -> str:
         return Path(self.path).name
@@ -194,6 +200,17 @@ class Manifest:
         """Records of the given targets that are recorded (labeled or failed), in their order."""
         return [r for r in map(self.get, targets) if r is not None]
 
+    def labeled(self, targets: list[Path], reviewed_only: bool = False) -> list[TargetRecord]:
+        """Records of the targets labeled under their current output stems, in target order.
+
+        Failed targets, targets not labeled yet (an interrupted run) and excluded ones are left out;
+        with `reviewed_only`, unreviewed ones too.
+        """
+        stems = dict(zip(map(Path, targets), output_stems(targets)))
+        return [r for r in self.records(targets)
+                if r.status == "labeled" and r.stem == stems[r.path] and r.review_state != "excluded"
+                and (r.review or not reviewed_only)]
+
     def status(self, target: Path) -> str | None:
         """"labeled", "failed", or None for a target not recorded."""
         entry = self.entries.get(Path(target).name)
@@ -250,15 +267,8 @@ class OutputFolder:
         return Manifest.load(self.manifest_json)
 
     def labeled(self, targets: list[Path], reviewed_only: bool = False) -> list[TargetRecord]:
-        """Records of the targets labeled under their current output stems, in target order.
-
-        Failed targets, targets not labeled yet (an interrupted run) and excluded ones are left out;
-        with `reviewed_only`, unreviewed ones too.
-        """
-        stems = dict(zip(map(Path, targets), output_stems(targets)))
-        return [r for r in self.manifest().records(targets)
-                if r.status == "labeled" and r.stem == stems[r.path] and r.review_state != "excluded"
-                and (r.review or not reviewed_only)]
+        """`Manifest.labeled` of the folder's manifest."""
+        return self.manifest().labeled(targets, reviewed_only)
 
     def read_id_mask(self, stem: str, obj_id: int):
         """(H, W) bool mask of `id_masks/<stem>_id<k>.png`, or None when it is missing or unreadable."""

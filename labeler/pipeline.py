@@ -130,17 +130,18 @@ def label_batch(
                 raise UsageError("no guides were drawn, so there is nothing to label")
         if classes:
             prompts = PromptSet(prompts.references, {**prompts.classes, **classes})
+        manifest = folder.manifest()
         settings = {
             "model": model, "image_size": predictor.image_size, "device": torch_device.type, "memory": memory,
             "threshold": threshold,
             "checkpoint": str(checkpoint_path.absolute()) if checkpoint_path else UNTRAINED,
             "targets": os.path.relpath(Path(targets).absolute(), folder.root.absolute()),
-            "formats": formats, "taught": _taught_kept(folder, prompts),
+            "formats": formats, "taught": _taught_kept(manifest, prompts, folder),
         }
         run = run_fingerprint(prompts, model, checkpoint_path, predictor.image_size, torch_device.type, memory,
                               threshold)
-        summary = _label(predictor, prompts, target_list, folder, run, settings, memory, threshold, batch_size,
-                         force, progress, stop)
+        summary = _label(predictor, prompts, target_list, folder, manifest, run, settings, memory, threshold,
+                         batch_size, force, progress, stop)
         del predictor  # SAM 3D needs the GPU memory
         if summary.interrupted:
             return summary
@@ -156,9 +157,9 @@ def label_batch(
     return summary
 
 
-def _taught_kept(folder: OutputFolder, prompts: PromptSet) -> list[str]:
+def _taught_kept(manifest, prompts: PromptSet, folder: OutputFolder) -> list[str]:
     """The references a review taught that these prompts still hold; says how many they drop."""
-    taught = folder.manifest().settings.get("taught", []) if folder.manifest_json.is_file() else []
+    taught = manifest.settings.get("taught", [])
     images = {str(r.image) for r in prompts.references}
     dropped = [t for t in taught if t not in images]
     if dropped:
@@ -174,7 +175,8 @@ def _checked(parse, value):
         raise UsageError(str(e)) from None
 
 
-def _label(predictor, prompts, targets, folder, run, settings, memory, threshold, batch_size, force, progress, stop):
+def _label(predictor, prompts, targets, folder, manifest, run, settings, memory, threshold, batch_size, force,
+           progress, stop):
     from .batch import run_batch
     from .engine import Labeler
 
@@ -183,7 +185,7 @@ def _label(predictor, prompts, targets, folder, run, settings, memory, threshold
     log.info("%d reference(s), %d target(s), memory mode %s", len(prompts.references), len(targets), memory)
     labeler = Labeler(predictor, prompts, memory=memory, threshold=threshold, num_targets=len(targets))
     summary = run_batch(labeler, targets, folder, prompts.classes, run, force=force, progress=progress, stop=stop,
-                        batch_size=batch_size, settings=settings)
+                        batch_size=batch_size, settings=settings, manifest=manifest)
     log.info("%s", summary)
     log.info("results in %s", os.path.abspath(folder.root))
     return summary

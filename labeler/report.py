@@ -179,9 +179,9 @@ def write_report(output_dir: str | os.PathLike, targets: list[Path], classes: di
                  object_ids: list[int] | None = None, limit: int = MAX_SHOWN) -> Path:
     """Write output_dir/report.png for the targets the manifest records as labeled."""
     folder = OutputFolder(output_dir)
-    records = folder.manifest().records(targets)
-    items = folder.labeled(targets)
-    failed = sum(r.status == "failed" for r in records)
+    manifest = folder.manifest()
+    items = manifest.labeled(targets)
+    failed = sum(r.status == "failed" for r in manifest.records(targets))
     ids = all_object_ids(items, object_ids)
     atomic_write_bytes(folder.report_png, render_report(folder.root, items, classes, ids, len(targets), failed, limit))
     return folder.report_png

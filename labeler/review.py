@@ -33,9 +33,9 @@ from .detections import Detection
 from .errors import UsageError
 from .guides import ObjectGuides, ReferenceGuides, class_name
 from .images import list_images, read_rgb, upright_size
-from .output_folder import ObjectRecord, OutputFolder, TargetRecord
+from .output_folder import OutputFolder, TargetRecord
 from .prompts import PromptSet
-from .writers import ResultsTable, TargetWriter
+from .writers import TargetWriter, save_records
 
 log = logging.getLogger("labeler")
 
@@ -126,8 +126,7 @@ class Review:
         teach = bool(record.review and record.review.get("teach")) and state != "excluded"
         record.review = {"state": state, "time": _now(), "ids": self.prompts.object_ids, "teach": teach}
         self.manifest.record(self.manifest.entries[record.name]["fingerprint"], record)
-        self.manifest.save()
-        ResultsTable(self.prompts.classes, self.manifest.records(self.targets)).write(self.folder.results_csv)
+        save_records(self.folder, self.manifest, self.targets, self.prompts.classes)
 
     def accept(self, name: str) -> None:
         """The target is right as labeled."""
@@ -152,7 +151,7 @@ class Review:
             name = class_name(self.prompts.classes, obj_id)
             detections.append(Detection(obj_id, logit, mask, bool(mask.any()), name))
         TargetWriter(self.folder, self.prompts.classes).write(record.stem, rgb, detections)
-        record.objects = [ObjectRecord.from_detection(d) for d in detections]
+        record.objects = TargetRecord.from_detections(record.path, record.stem, detections).objects
         self._save(record, "corrected")
 
     def teach(self, name: str, on: bool = True) -> None:
@@ -173,8 +172,7 @@ class Review:
                 record.review = None
                 self.manifest.record("cleared", record)  # no fingerprint matches: the next batch relabels it
                 dropped += 1
-        self.manifest.save()
-        ResultsTable(self.prompts.classes, self.manifest.records(self.targets)).write(self.folder.results_csv)
+        save_records(self.folder, self.manifest, self.targets, self.prompts.classes)
         return dropped
 
     def finish(self) -> PromptSet | None:

@@ -59,22 +59,10 @@ class ReviewWindow(SmartSelector):
         self._open(figure)
 
     # ----- one target ---------------------------------------------------------------------------
-    # Outside fix mode the mouse changes nothing (and hovering redraws nothing).
-    def on_press(self, event) -> None:
-        if self.fixing:
-            super().on_press(event)
-
-    def on_release(self, event) -> None:
-        if self.fixing:
-            super().on_release(event)
-
-    def on_motion(self, event) -> None:
-        if self.fixing:
-            super().on_motion(event)
-
-    def on_scroll(self, event) -> None:
-        if self.fixing:
-            super().on_scroll(event)
+    @property
+    def guiding(self) -> bool:
+        """Outside fix mode the mouse changes nothing (and hovering redraws nothing)."""
+        return self.fixing
 
     def _open(self, figure) -> None:
         self.record = self.review.record(self.names[self.index])
@@ -92,7 +80,7 @@ class ReviewWindow(SmartSelector):
         c = self.review.counts()
         mark = "" if not self.record.review else f" [{self.record.review_state}]"
         look = " · look again: new object IDs" if self.record.review and self.review.needs_look(self.record) else ""
-        fixing = " · FIX: Enter saves, Esc drops" if getattr(self, "fixing", False) else ""
+        fixing = " · FIX: Enter saves, Esc drops" if self.fixing else ""
         return (f"Review — {self.record.name}{mark} ({self.index + 1}/{len(self.names)}) · reviewed "
                 f"{c['reviewed']}/{c['targets']} · {c['corrected']} corrected · {c['taught']} taught{look}{fixing}")
 

@@ -130,7 +130,9 @@ def clear_object_on_frame(predictor, state: dict, frame_idx: int, obj_id: int) -
 def encode_prompt_memories(predictor, state: dict) -> None:
     """Encode the memories of every prompted frame, as `propagate_in_video` does before tracking."""
     predictor.propagate_in_video_preflight(state)
-    float_memories(state)
+    for out_dict in state["output_dict_per_obj"].values():
+        for out in out_dict["cond_frame_outputs"].values():
+            _float_memory(state, out)
 
 
 def condition_frames(state: dict) -> list[int]:
@@ -138,21 +140,16 @@ def condition_frames(state: dict) -> list[int]:
     return sorted({t for out in state["output_dict_per_obj"].values() for t in out["cond_frame_outputs"]})
 
 
-def float_memories(state: dict) -> None:
-    """Keep stored memories in float32 where no autocast runs (CPU, MPS).
+def _float_memory(state: dict, out: dict) -> None:
+    """Keep a stored memory in float32 where no autocast runs (CPU, MPS).
 
     SAM 2 stores memories in bf16. Without autocast, memory attention fails on them when no
     float32 object pointer is concatenated alongside (an object tracked on a reference before
     the one it is guided on); with a pointer, torch.cat promotes them to float32 exactly as here.
     """
-    if state["device"].type == "cuda":
-        return
-    for out_dict in state["output_dict_per_obj"].values():
-        for storage in ("cond_frame_outputs", "non_cond_frame_outputs"):
-            for out in out_dict[storage].values():
-                features = out["maskmem_features"]
-                if features is not None and features.dtype == torch.bfloat16:
-                    out["maskmem_features"] = features.float()
+    features = out["maskmem_features"]
+    if state["device"].type != "cuda" and features is not None and features.dtype == torch.bfloat16:
+        out["maskmem_features"] = features.float()
 
 
 def track_frame(predictor, state: dict, frame_idx: int) -> dict[int, tuple[torch.Tensor, float]]:
@@ -174,9 +171,9 @@ def track_frame(predictor, state: dict, frame_idx: int) -> dict[int, tuple[torch
                 reverse=False,
                 run_mem_encoder=True,
             )
+            _float_memory(state, out)
             obj_output_dict["non_cond_frame_outputs"][frame_idx] = out
         outputs[obj_id] = (out["pred_masks"], float(out["object_score_logits"].item()))
-    float_memories(state)
     return outputs
 
 

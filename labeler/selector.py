@@ -104,14 +104,15 @@ class SmartSelector:
     The figure can be any matplotlib figure (a real window, or Agg in tests); `result` is set
     when the reference is accepted (a `ReferenceGuides`) and stays None when it is skipped.
 
-    Subclasses change what is drawn through the hooks `_object_ids`, `_object`, `_sam_mask`,
-    `_sidebar_ids`, `_sidebar_lines` and the class attributes CONTROLS and HELP. After changing
+    Subclasses change what is drawn through the hooks `guiding` (whether the mouse edits), `_object_ids`,
+    `_object`, `_sam_mask`, `_sidebar_ids`, `_sidebar_lines` and the class attributes CONTROLS and HELP. After changing
     state, `_changed(rect)` redraws the masks (only in `rect` when given), guides, sidebar and status;
     `_set_text(artist, text)` changes a text (title, status) and redraws only it.
     """
 
     CONTROLS = CONTROLS
     HELP = HELP
+    guiding = True  # the mouse draws guides (a subclass may show without editing)
 
     def __init__(
         self,
@@ -529,10 +530,6 @@ class SmartSelector:
         parts = [status, f"zoom {zoom:.3g}x" if zoom > 1.001 else "", "BRUSH" if self.brush else ""]
         self._set_text(self.status_text, "   ".join(p for p in parts if p))
 
-    def _set_status(self, text: str) -> None:
-        """Show `text` in the status line (until the next change rewrites it)."""
-        self._set_text(self.status_text, text)
-
     # ----- the pointer's marks: brush circle, rubber band, help ----------------------------------
     @_batched
     def _redraw_cursor(self) -> None:
@@ -663,6 +660,8 @@ class SmartSelector:
 
     # ----- event handlers: translate events into state changes ---------------------------------
     def on_press(self, event) -> None:
+        if not self.guiding:
+            return
         if event.inaxes is self.side and event.ydata is not None:
             row = int(event.ydata / self.slot_height)
             if 0 <= row < len(self._slot_ids):
@@ -684,6 +683,8 @@ class SmartSelector:
             self._changed()
 
     def on_motion(self, event) -> None:
+        if not self.guiding:
+            return
         if event.inaxes is not self.ax or event.xdata is None:
             self._cursor_xy = None
             self._redraw_cursor()
@@ -698,6 +699,8 @@ class SmartSelector:
         self._redraw_cursor()
 
     def on_release(self, event) -> None:
+        if not self.guiding:
+            return
         if self._stroking:
             self._stroking = False
             self.state.end_stroke()
@@ -716,6 +719,8 @@ class SmartSelector:
         self._changed()
 
     def on_scroll(self, event) -> None:
+        if not self.guiding:
+            return
         if self.brush:
             self._resize_brush(+2 if event.button == "up" else -2)
 

@@ -23,7 +23,7 @@ from .colors import color_for
 from .detections import Detection
 from .files import atomic_write_bytes, atomic_write_text
 from .guides import class_name
-from .output_folder import TARGET_FOLDERS, ObjectRecord, OutputFolder, TargetRecord
+from .output_folder import TARGET_FOLDERS, Manifest, OutputFolder, TargetRecord
 
 JPEG_QUALITY = 90
 OVERLAY_ALPHA = 0.5
@@ -151,8 +151,7 @@ class ResultsTable:
 
     def add_target(self, image_name: str, detections: list[Detection]) -> None:
         """A labeled target: one row per detection (present or absent), in ID order."""
-        objects = [ObjectRecord.from_detection(d) for d in sorted(detections, key=lambda d: d.id)]
-        self.add_record(TargetRecord(Path(image_name), Path(image_name).stem, "labeled", objects))
+        self.add_record(TargetRecord.from_detections(Path(image_name), Path(image_name).stem, detections))
 
     def add_failure(self, image_name: str, reason: str) -> None:
         """A target that could not be read or labeled: one `failed` row."""
@@ -208,6 +207,12 @@ class ResultsTable:
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(path, buf.getvalue())
+
+
+def save_records(folder: OutputFolder, manifest: Manifest, targets: list[Path], classes: dict[int, str]) -> None:
+    """manifest.json, then results.csv rendered from its records of `targets` (each written atomically)."""
+    manifest.save()
+    ResultsTable(classes, manifest.records(targets)).write(folder.results_csv)
 
 
 def _check_image(image: np.ndarray) -> None:

@@ -103,7 +103,8 @@ def test_reviewed_targets_survive_reruns_with_other_prompts_and_force(out, test_
         assert [r for r in rows(out) if r["image"] in (accepted, corrected)] == kept_rows
 
 
-def test_teaching_relabels_the_rest_as_a_fresh_run_with_the_taught_prompts(out, test_checkpoint, tmp_path, caplog):
+def test_teaching_relabels_the_rest_as_a_fresh_run_with_the_taught_prompts(out, test_checkpoint, predictor, tmp_path,
+                                                                           caplog):
     with Review.open(out) as review:
         taught = [r.name for r in review.order()][0]
         shape = review.detections(review.record(taught))[0].mask.shape
@@ -121,8 +122,9 @@ def test_teaching_relabels_the_rest_as_a_fresh_run_with_the_taught_prompts(out, 
     assert labeler.PromptSet.load(out / "prompts.json") == prompts
 
     taught_files = files_of(out, Path(taught).stem)
+    # As the review window relabels: in the same process, with the model it already loaded.
     summary = labeler.label_batch(prompts, targets=out.parent / "targets", output=out, checkpoint=test_checkpoint,
-                                  image_size=IMAGE_SIZE, formats=("coco", "yolo"), progress=False)
+                                  image_size=IMAGE_SIZE, formats=("coco", "yolo"), progress=False, predictor=predictor)
     assert (summary.labeled, summary.reviewed) == (5, 1)
     assert files_of(out, Path(taught).stem) == taught_files
     fresh = tmp_path / "fresh"

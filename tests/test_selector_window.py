@@ -68,13 +68,14 @@ def _require_a_display() -> None:
 
 
 @contextlib.contextmanager
-def xvfb(tmp_path: Path):
-    """A fresh Xvfb display (a free number picked by Xvfb itself); yields its name, ':N'."""
+def xvfb(tmp_path: Path, screen: tuple[int, int] = SCREEN, listen: tuple[str, ...] = ("-nolisten", "tcp"),
+         log_name: str = "xvfb.log"):
+    """A fresh Xvfb display (a free number picked by Xvfb itself); yields its name, ':N'.
+    `listen`: Xvfb's connection options (a local socket by default)."""
     read_end, write_end = os.pipe()
-    log = open(tmp_path / "xvfb.log", "wb")
+    log = open(tmp_path / log_name, "wb")
     server = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
-         "-dpi", "96", "-nolisten", "tcp"],
+        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", f"{screen[0]}x{screen[1]}x24", "-dpi", "96", *listen],
         pass_fds=(write_end,), stdout=log, stderr=subprocess.STDOUT,
     )
     os.close(write_end)
@@ -86,7 +87,7 @@ def xvfb(tmp_path: Path):
             chunk = os.read(read_end, 64) if ready else b""
             if not chunk:
                 log.flush()
-                pytest.fail(f"Xvfb did not start: {(tmp_path / 'xvfb.log').read_text(errors='replace')}")
+                pytest.fail(f"Xvfb did not start: {(tmp_path / log_name).read_text(errors='replace')}")
             number += chunk
         yield f":{int(number)}"
     finally:

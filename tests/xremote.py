@@ -19,10 +19,7 @@ Needs Xvfb (`apt-get install -y xvfb`).
 from __future__ import annotations
 
 import contextlib
-import os
-import select
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -145,42 +142,18 @@ class RemoteX:
 @contextlib.contextmanager
 def remote_x(log_dir: Path, screen: tuple[int, int] = (1400, 900)):
     """Start Xvfb (TCP only, no MIT-SHM) and the counting proxy; yields a `RemoteX`. Stops both after."""
-    read_end, write_end = os.pipe()
-    log_path = Path(log_dir) / "xvfb-remote.log"
-    log = open(log_path, "wb")
-    # -displayfd: Xvfb picks a free display number itself and writes it to the pipe once ready.
-    server = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_end), "-screen", "0", f"{screen[0]}x{screen[1]}x24", "-dpi", "96",
-         "-listen", "tcp", "-nolisten", "unix", "-extension", "MIT-SHM"],
-        pass_fds=(write_end,), stdout=log, stderr=subprocess.STDOUT,
-    )
-    os.close(write_end)
-    proxy = None
-    try:
-        number = b""
-        deadline = time.monotonic() + 15
-        while not number.endswith(b"\n"):
-            ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
-            chunk = os.read(read_end, 64) if ready else b""
-            if not chunk:
-                log.flush()
-                raise RuntimeError(f"Xvfb did not start: {log_path.read_text(errors='replace')}")
-            number += chunk
+    from test_selector_window import xvfb
+
+    with xvfb(Path(log_dir), screen, ("-listen", "tcp", "-nolisten", "unix", "-extension", "MIT-SHM"),
+              "xvfb-remote.log") as display:
+        number = int(display.lstrip(":"))
         try:
-            _connect(X_PORT + int(number)).close()  # Xvfb answers on TCP before anyone is pointed at it
+            _connect(X_PORT + number).close()  # Xvfb answers on TCP before anyone is pointed at it
         except OSError as e:
-            raise RuntimeError(f"Xvfb :{int(number)} does not listen on TCP port {X_PORT + int(number)} ({e}): "
-                               f"{log_path.read_text(errors='replace')}") from None
-        proxy = _Proxy(X_PORT + int(number))
-        yield RemoteX(int(number), proxy)
-    finally:
-        os.close(read_end)
-        if proxy is not None:
-            proxy.close()
-        server.terminate()
+            log = (Path(log_dir) / "xvfb-remote.log").read_text(errors="replace")
+            raise RuntimeError(f"Xvfb :{number} does not listen on TCP port {X_PORT + number} ({e}): {log}") from None
+        proxy = _Proxy(X_PORT + number)
         try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+            yield RemoteX(number, proxy)
+        finally:
+            proxy.close()
