@@ -110,9 +110,10 @@ def label_chunk(labeler: Labeler, rgbs: list, paths: list[Path] | None = None) -
     paths: the images' files, whose content hashes key the labeler's feature cache (if it has one).
     On running out of memory, what can be freed is freed and each image is retried once, alone.
     """
-    hashes = [content_hash(p) for p in paths] if paths is not None and labeler.features is not None else None
+    cached = paths is not None and getattr(labeler, "features", None) is not None  # stand-ins have no cache
+    hashes = ([content_hash(p) for p in paths],) if cached else ()
     try:
-        return labeler.label_many(rgbs, hashes)
+        return labeler.label_many(rgbs, *hashes)
     except torch.OutOfMemoryError:
         free_memory()
         log.warning("out of GPU memory; freed what could be freed and retrying once, one target at a time")
