@@ -16,3 +16,6 @@ YOLO_VAL = 0.1  # fraction of the YOLO export's images listed for validation (fi
 MESH = False
 MESH_LIMIT = None
 SAM3D_CONFIG = None
+EXECUTOR = "local"  # "local": this process; "ray": model replicas on a Ray cluster (the ray extra)
+WORKERS = None  # Ray model replicas; None: one per GPU, else 1
+RAY_ADDRESS = None  # None: start a local Ray instance; "auto" or "ray://HOST:PORT": join a running cluster
