@@ -43,6 +43,14 @@ YOLO_VAL = 0.1
 # Exports hold only targets reviewed in `python main.py review` (`--reviewed-only`).
 REVIEWED_ONLY = False
 
+# The feature cache (`--cache DIR`, `--no-cache`): image-encoder outputs kept on disk, so a rerun with other
+# prompts, threshold or memory mode doesn't encode the same targets again. None: ~/.cache/sam2-labeler/features
+# ($XDG_CACHE_HOME), on for CPU and MPS, off for CUDA; a folder: on, there; False: off.
+# `python main.py cache` shows its size, `python main.py cache --clear` empties it.
+CACHE = None
+# Its size cap in GB (`--cache-size`); least recently used entries are evicted first. 1024 px: 16.8 MB a target.
+CACHE_SIZE_GB = 20.0
+
 # Optional 3D meshes with SAM 3D Objects, installed separately (see README "SAM 3D meshes").
 # MESH = True is `--mesh`; MESH_LIMIT = N keeps the N best-scoring objects per ID (`--mesh-limit`);
 # SAM3D_CONFIG is its checkpoints/hf/pipeline.yaml (`--sam3d-config`).

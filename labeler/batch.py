@@ -27,6 +27,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .engine import Labeler
 from .files import remove_temp_files
+from .hashing import content_hash
 from .images import ImageReadError, read_rgb
 from .output_folder import Manifest, OutputFolder, TargetRecord, output_stems
 from .writers import ResultsTable, TargetWriter, save_records
@@ -103,13 +104,15 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def label_chunk(labeler: Labeler, rgbs: list) -> list:
+def label_chunk(labeler: Labeler, rgbs: list, paths: list[Path] | None = None) -> list:
     """Detections for each image, or None for one that ran out of GPU memory twice.
 
+    paths: the images' files, whose content hashes key the labeler's feature cache (if it has one).
     On running out of memory, what can be freed is freed and each image is retried once, alone.
     """
+    hashes = [content_hash(p) for p in paths] if paths is not None and labeler.features is not None else None
     try:
-        return labeler.label_many(rgbs)
+        return labeler.label_many(rgbs, hashes)
     except torch.OutOfMemoryError:
         free_memory()
         log.warning("out of GPU memory; freed what could be freed and retrying once, one target at a time")
@@ -211,7 +214,8 @@ def run_batch(
                             _record_failure(manifest, targets[i], stems[i], run_fingerprint,
                                             str(e).removeprefix(f"{targets[i]}: "))
                             failed += 1
-                for i, detections in zip(images, label_chunk(labeler, list(images.values())) if images else []):
+                chunk_results = label_chunk(labeler, list(images.values()), [targets[i] for i in images]) if images else []
+                for i, detections in zip(images, chunk_results):
                     if detections is None:
                         _record_failure(manifest, targets[i], stems[i], run_fingerprint,
                                         "out of GPU memory, twice (try a smaller --image-size or --batch-size)")

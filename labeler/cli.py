@@ -55,6 +55,9 @@ OPTIONS = {
     "YOLO_VAL": ("--yolo-val", dict(type=float, metavar="F", help="fraction of the YOLO images listed for validation")),
     "CLASS_NAMES": ("--classes", dict(type=_classes, metavar="1=scratch,2=dent", help="class names over the prompts' "
                                       "(default: theirs; config.py's CLASS_NAMES seed new guides)")),
+    "CACHE": ("--cache", dict(metavar="DIR", help="feature cache folder: reruns skip the image encoder (default: "
+                              "~/.cache/sam2-labeler/features, on for CPU and MPS, off for CUDA; --no-cache: off)")),
+    "CACHE_SIZE_GB": ("--cache-size", dict(type=float, metavar="GB", help="feature cache size cap, oldest out first")),
     "MESH": ("--mesh", dict(action=argparse.BooleanOptionalAction, help="SAM 3D Objects meshes after the batch")),
     "MESH_LIMIT": ("--mesh-limit", dict(type=_positive_int, metavar="N", help="--mesh: the N best objects per ID")),
     "SAM3D_CONFIG": ("--sam3d-config", dict(metavar="PATH", help="SAM 3D Objects' checkpoints/hf/pipeline.yaml")),
@@ -65,7 +68,8 @@ OPTIONS = {
 # Defaults of the options the library doesn't have; CLASS_NAMES from config.py seeds new guides only.
 CLI_DEFAULTS = {"PROMPTS": None, "REFERENCE_DIR": "refs", "TARGET_DIR": "targets", "OUTPUT_DIR": "output"}
 COMMANDS = ("commands:\n  download    fetch a SAM 2.1 checkpoint into checkpoints/ (download --help)\n"
-            "  review      review and correct a labeled output folder, worst first (review --help)")
+            "  review      review and correct a labeled output folder, worst first (review --help)\n"
+            "  cache       the feature cache's size and entries; cache --clear empties it")
 
 
 def _parser(config: dict) -> argparse.ArgumentParser:
@@ -78,6 +82,7 @@ def _parser(config: dict) -> argparse.ArgumentParser:
         default = config.get(name, CLI_DEFAULTS.get(name, getattr(defaults, name, None)))
         help_text = kwargs["help"] + ("" if "(default" in kwargs["help"] else f" (default: {default})")
         p.add_argument(flag, dest=name, default=default, **{**kwargs, "help": help_text})
+    p.add_argument("--no-cache", dest="CACHE", action="store_false", help="no feature cache")
     p.add_argument("--force", action="store_true", help="relabel every target, even those already labeled")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -105,6 +110,9 @@ def main(argv: list[str] | None = None, config_path: Path | None = None) -> int:
     if argv[:1] == ["review"]:
         from .review_window import review_command
         return review_command(argv[1:], config)
+    if argv[:1] == ["cache"]:
+        from .feature_cache import cache_command
+        return cache_command(argv[1:], config.get("CACHE") or None)
     config_classes = config.pop("CLASS_NAMES", None) or {}
     args = vars(_parser(config).parse_args(argv))
     try:

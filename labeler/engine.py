@@ -25,6 +25,7 @@ from PIL import Image
 from . import sam2_internals as sam2
 from .detections import Detection
 from .guides import ObjectGuides, class_name
+from .hashing import content_hash
 from .images import read_rgb
 from .prompts import PromptSet
 
@@ -43,9 +44,31 @@ def to_model_input(rgb: np.ndarray, image_size: int) -> torch.Tensor:
     return image
 
 
-def _encode(predictor, state: dict, frame_idx: int, rgb: np.ndarray) -> None:
-    image = to_model_input(rgb, predictor.image_size).to(predictor.device).unsqueeze(0)
-    sam2.encode_frame(predictor, state, frame_idx, image)
+def encode(predictor, rgbs: list[np.ndarray], features=None, image_hashes: list[str] | None = None) -> dict:
+    """SAM 2's `forward_image` output for the images (batch T), read from the feature cache when it holds all of them.
+
+    features: a `FeatureCache` (or None); image_hashes: the images' content hashes, its keys. When
+    any image misses, the whole batch is encoded, exactly as without the cache, and stored.
+    """
+    device = predictor.device
+    keys = entries = None
+    if features is not None and features.enabled and image_hashes is not None:
+        # Checked on the CPU: an image's features are bit-identical whatever the batch; a GPU
+        # picks kernels by batch size, so there the batch size is part of the key.
+        batch = None if device.type == "cpu" else len(rgbs)
+        keys = [features.key(h, batch) for h in image_hashes]
+        entries = [features.load(k) for k in keys]
+        if all(e is not None for e in entries):
+            levels = [torch.cat(level).to(device) for level in zip(*(e["levels"] for e in entries))]
+            return sam2.backbone_output(predictor, levels, entries[0]["pos_dtypes"])
+    images = torch.stack([to_model_input(rgb, predictor.image_size) for rgb in rgbs]).to(device)
+    out = predictor.forward_image(images)
+    if keys is not None:
+        levels, pos_dtypes = sam2.feature_levels(out)
+        for j, (key, entry) in enumerate(zip(keys, entries)):
+            if entry is None:
+                features.store(key, [level[j : j + 1] for level in levels], pos_dtypes)
+    return out
 
 
 def _condition(predictor, state: dict, frame_idx: int, obj: ObjectGuides, height: int, width: int) -> np.ndarray:
@@ -108,6 +131,7 @@ class Labeler:
     reference memories only, so its labels don't depend on other targets.
     memory="chain": targets are frames K, K+1, … of one pseudo-video (pass `num_targets`),
     with SAM 2's memory of recent frames; call `label` in order.
+    features: a `FeatureCache`: images whose content hash it holds skip the image encoder.
     """
 
     def __init__(
@@ -117,12 +141,14 @@ class Labeler:
         memory: str = "refs",
         threshold: float = 0.0,
         num_targets: int | None = None,
+        features=None,
     ):
         if memory not in MEMORY_MODES:
             raise ValueError(f"memory mode {memory!r}: choose from {MEMORY_MODES}")
         if memory == "chain" and not num_targets:
             raise ValueError("chain mode needs num_targets (the pseudo-video's length)")
         self.predictor = predictor
+        self.features = features
         self.memory = memory
         self.threshold = threshold
         self.classes = dict(prompts.classes)
@@ -143,7 +169,8 @@ class Labeler:
     def _condition_on_references(self) -> None:
         state, predictor = self._state, self.predictor
         for k, ref in enumerate(self.references):
-            _encode(predictor, state, k, read_rgb(ref.image))
+            hashes = [content_hash(ref.image)] if self.features is not None else None
+            sam2.encode_frame(state, k, encode(predictor, [read_rgb(ref.image)], self.features, hashes))
         for k, ref in enumerate(self.references):
             for obj in ref.objects:
                 _condition(predictor, state, k, obj, ref.height, ref.width)
@@ -154,14 +181,18 @@ class Labeler:
             sam2.track_frame(predictor, state, k)
         sam2.forget_frame_features(state)
 
-    def predict_many(self, rgbs: list[np.ndarray]) -> list[dict[int, ObjectOutput]]:
-        """SAM 2's raw outputs on targets ((H, W, 3) uint8 RGB), per object ID; several at once in refs mode."""
+    def predict_many(self, rgbs: list[np.ndarray], image_hashes: list[str] | None = None) -> list[dict[int, ObjectOutput]]:
+        """SAM 2's raw outputs on targets ((H, W, 3) uint8 RGB), per object ID; several at once in refs mode.
+
+        image_hashes: the targets' content hashes (`hashing.content_hash` of their files), which
+        key the feature cache; without them the encoder runs.
+        """
         if self.memory == "chain" or not rgbs:
-            return [self._predict_chain(rgb) for rgb in rgbs]
-        size = self.predictor.image_size
+            hashes = image_hashes or [None] * len(rgbs)
+            return [self._predict_chain(rgb, h) for rgb, h in zip(rgbs, hashes)]
         with torch.inference_mode(), _autocast(self.predictor.device):
-            images = torch.stack([to_model_input(rgb, size) for rgb in rgbs]).to(self.predictor.device)
-            results = sam2.track_targets(self.predictor, images, self._groups)
+            backbone_out = encode(self.predictor, rgbs, self.features, image_hashes)
+            results = sam2.track_targets(self.predictor, backbone_out, self._groups)
         return [
             {obj_id: ObjectOutput(results[obj_id][0][t : t + 1], float(results[obj_id][1][t])) for obj_id in self.object_ids}
             for t in range(len(rgbs))
@@ -171,22 +202,24 @@ class Labeler:
         """SAM 2's raw outputs on one target, per object ID."""
         return self.predict_many([rgb])[0]
 
-    def _predict_chain(self, rgb: np.ndarray) -> dict[int, ObjectOutput]:
+    def _predict_chain(self, rgb: np.ndarray, image_hash: str | None) -> dict[int, ObjectOutput]:
         state, frame_idx = self._state, self._next_frame
         if frame_idx >= self._num_frames:
             raise RuntimeError(f"chain mode was set up for {self._num_frames} frames")
         with torch.inference_mode(), _autocast(self.predictor.device):
             sam2.forget_frame_features(state)
-            _encode(self.predictor, state, frame_idx, rgb)
+            hashes = [image_hash] if image_hash is not None else None
+            sam2.encode_frame(state, frame_idx, encode(self.predictor, [rgb], self.features, hashes))
             outputs = sam2.track_frame(self.predictor, state, frame_idx)
             sam2.forget_frame_features(state)
         sam2.forget_old_frames(self.predictor, state, frame_idx)
         self._next_frame += 1
         return {obj_id: ObjectOutput(*out) for obj_id, out in outputs.items()}
 
-    def label_many(self, rgbs: list[np.ndarray]) -> list[list[Detection]]:
-        """One `Detection` per object ID for each target, masks at each target's own size."""
-        return [self._detections(rgb, outputs) for rgb, outputs in zip(rgbs, self.predict_many(rgbs))]
+    def label_many(self, rgbs: list[np.ndarray], image_hashes: list[str] | None = None) -> list[list[Detection]]:
+        """One `Detection` per object ID for each target, masks at each target's own size (image_hashes: as `predict_many`)."""
+        outputs = self.predict_many(rgbs, image_hashes)
+        return [self._detections(rgb, out) for rgb, out in zip(rgbs, outputs)]
 
     def label(self, rgb: np.ndarray) -> list[Detection]:
         """One `Detection` per object ID on one target, masks at the target's own size."""
@@ -218,7 +251,7 @@ class ReferencePreview:
         self._size = rgb.shape[:2]
         self._state = sam2.new_state(predictor, num_frames=1)
         with torch.inference_mode(), _autocast(predictor.device):
-            _encode(predictor, self._state, 0, rgb)
+            sam2.encode_frame(self._state, 0, encode(predictor, [rgb]))
 
     def mask(self, obj: ObjectGuides) -> np.ndarray:
         """(H, W) bool mask, identical to the one the batch conditions object `obj.id` on."""

@@ -5,10 +5,11 @@ Layout (under the folder): `id_masks/<stem>_id<k>.png`, `masks/<stem>.png`, `lab
 `report.png`, `coco.json`, `yolo/`, `meshes/<stem>_id<k>.glb|.ply`.
 
 `manifest.json` records the run's settings and, per target, the fingerprint it was labeled with,
-its file's identity and its results as typed records (full-precision logits): a rerun skips
+its file's content hash and its results as typed records (full-precision logits): a rerun skips
 targets labeled with the same fingerprint, and exports, the review sheet and meshes read the
 records back. `results.csv` is one rendering of them. Version 1 manifests (results.csv rows)
-are still read.
+are still read. Nothing in it depends on where the folder or the targets lie, or on file times,
+so a batch resumes on another machine or after the folder moved.
 
 Usage:
     folder = OutputFolder("output")
@@ -35,6 +36,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .files import atomic_write_text
+from .hashing import content_hash
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +49,6 @@ def output_stems(targets: list[Path]) -> list[str]:
     """Output name of each target: its stem, or stem_ext where two targets share a stem (a.jpg, a.png)."""
     counts = Counter(Path(p).stem for p in targets)
     return [p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in map(Path, targets)]
-
-
-def file_identity(path: Path) -> str:
-    """Size and modification time: a changed file gets a new identity without being read."""
-    st = os.stat(path)
-    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def fingerprint(**parts) -> str:
@@ -172,8 +168,13 @@ class Manifest:
             and entry["status"] == "labeled"
             and entry["fingerprint"] == run_fingerprint
             and entry["stem"] == stem
-            and entry["file"] == file_identity(target)
+            and entry["file"] == content_hash(target)
         )
+
+    @property
+    def identified_by_time(self) -> bool:
+        """Written before targets were identified by content (by size and time): every target is relabeled once."""
+        return any(":" in str(entry.get("file", "")) for entry in self.entries.values())
 
     def is_reviewed(self, target: Path) -> bool:
         """A person reviewed the target: it is never labeled again (until `review --clear`)."""
@@ -182,7 +183,7 @@ class Manifest:
 
     def record(self, run_fingerprint: str, record: TargetRecord) -> None:
         self.entries[record.name] = {
-            "fingerprint": run_fingerprint, "file": file_identity(record.path), "stem": record.stem,
+            "fingerprint": run_fingerprint, "file": content_hash(record.path), "stem": record.stem,
             "status": record.status, "error": record.error, "objects": list(record.objects),
         }
         if record.review:

@@ -13,6 +13,7 @@ Usage:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -24,8 +25,9 @@ from . import defaults
 from .errors import UsageError
 from .exports import parse_formats
 from .images import list_images
+from .hashing import content_hash
 from .model import UNTRAINED, check_checkpoint, check_image_size, input_size, resolve_device
-from .output_folder import OutputFolder, file_identity, fingerprint
+from .output_folder import OutputFolder, fingerprint
 from .prompts import PromptSet, as_prompt_set
 
 log = logging.getLogger("labeler")
@@ -43,14 +45,20 @@ def _target_list(targets: str | os.PathLike) -> list[Path]:
 
 def run_fingerprint(prompts: PromptSet, model: str, checkpoint: Path | None, image_size: int, device: str,
                     memory: str, threshold: float) -> str:
-    """Everything a target's outputs depend on, besides the target file itself."""
+    """Everything a target's outputs depend on, besides the target file itself.
+
+    Files count by content, not by path or time: the same batch has the same fingerprint on
+    another machine or under another mount point.
+    """
     from .prompts import prompts_to_dict
 
+    guides = prompts_to_dict(prompts, base_dir=Path(os.sep))
+    for ref, data in zip((r for r in prompts.references if r.objects), guides["references"]):
+        data["image"] = content_hash(ref.image)
     return fingerprint(
-        prompts=prompts_to_dict(prompts, base_dir=Path(os.sep)),  # absolute image paths
-        references=[file_identity(r.image) for r in prompts.references],
+        prompts=guides,
         model=model,
-        checkpoint=f"{checkpoint.resolve()}:{file_identity(checkpoint)}" if checkpoint else "untrained",
+        checkpoint=content_hash(checkpoint) if checkpoint else "untrained",
         image_size=image_size,
         device=device,
         memory=memory,
@@ -76,6 +84,8 @@ def label_batch(
     force: bool = False,
     progress: bool = True,
     stop: threading.Event | None = None,
+    cache: str | os.PathLike | bool | None = defaults.CACHE,
+    cache_size_gb: float = defaults.CACHE_SIZE_GB,
     mesh: bool = defaults.MESH,
     mesh_limit: int | None = defaults.MESH_LIMIT,
     sam3d_config: str | os.PathLike | None = defaults.SAM3D_CONFIG,
@@ -97,6 +107,8 @@ def label_batch(
     targets a person reviewed (`python main.py review`). classes: class names
     that override the prompts' ({1: "scratch"}). force: relabel targets already labeled.
     stop: set it to stop after the current target (`summary.interrupted`); the same call resumes.
+    cache: the feature cache's folder (None: the user's cache folder, used on CPU and MPS, not on
+    CUDA; False: no cache); cache_size_gb: its size cap (least recently used entries go first).
     mesh, mesh_limit, sam3d_config: SAM 3D Objects meshes of the present objects after the batch.
     guide: called with the built SAM 2 predictor before labeling; returns the prompts (the SmartSelector).
     predictor: a SAM 2 predictor already built with these model settings, to reuse (the review window's).
@@ -112,6 +124,8 @@ def label_batch(
     if batch_size < 1:
         raise UsageError(f"batch size {batch_size}: must be at least 1")
     _check_executor(executor, memory, workers)
+    if not cache_size_gb > 0:
+        raise UsageError(f"feature cache size {cache_size_gb} GB: must be above 0")
     if prompts is not None or guide is None:
         prompts = as_prompt_set(prompts)
     target_list = _target_list(targets)
@@ -147,6 +161,9 @@ def label_batch(
         if classes:
             prompts = PromptSet(prompts.references, {**prompts.classes, **classes})
         manifest = folder.manifest()
+        if manifest.identified_by_time:
+            log.info("%s identifies targets by file time, as labelers before content hashes did: every target "
+                     "is labeled once more, and from then on by content", folder.manifest_json)
         settings = {
             "model": model, "image_size": size, "device": device_type, "memory": memory,
             "threshold": threshold,
@@ -155,13 +172,16 @@ def label_batch(
             "formats": formats, "taught": _taught_kept(manifest, prompts, folder),
         }
         run = run_fingerprint(prompts, model, checkpoint_path, size, device_type, memory, threshold)
-        if ray_run:
+        if ray_run:  # each worker builds its predictor, and its feature cache for it
             from .ray_executor import LabelerSpec
 
+            features = functools.partial(_feature_cache, cache, cache_size_gb, model, checkpoint_path)
             predictor = LabelerSpec(prompts, model, str(checkpoint_path.absolute()) if checkpoint_path else UNTRAINED,
-                                    size, device_type, memory, threshold)
+                                    size, device_type, memory, threshold, features)
+        else:
+            features = _feature_cache(cache, cache_size_gb, model, checkpoint_path, predictor)
         summary = _label(predictor, prompts, target_list, folder, manifest, run, settings, memory, threshold,
-                         batch_size, force, progress, stop, ray_run)
+                         batch_size, force, progress, stop, features, ray_run)
         del predictor  # SAM 3D needs the GPU memory
         if summary.interrupted:
             return summary
@@ -200,6 +220,16 @@ def _taught_kept(manifest, prompts: PromptSet, folder: OutputFolder) -> list[str
     return [t for t in taught if t in images]
 
 
+def _feature_cache(cache, size_gb: float, model: str, checkpoint: Path | None, predictor):
+    """The run's `FeatureCache`, or None (`cache` False, or None on CUDA, where encoding is fast)."""
+    if cache is False or (cache is None and predictor.device.type == "cuda"):
+        return None
+    from .feature_cache import FeatureCache, default_folder, model_key
+
+    key = model_key(model, checkpoint, predictor.image_size, predictor.device)
+    return FeatureCache(default_folder() if cache is None else Path(cache), int(size_gb * 1e9), key)
+
+
 def _checked(parse, value):
     try:
         return parse(value)
@@ -208,8 +238,8 @@ def _checked(parse, value):
 
 
 def _label(predictor, prompts, targets, folder, manifest, run, settings, memory, threshold, batch_size, force,
-           progress, stop, ray_run=None):
-    """The batch: the local executor with `predictor`, or, with `ray_run`, Ray workers built from it (a LabelerSpec)."""
+           progress, stop, features, ray_run=None):
+    """The batch: the local executor with `predictor`, or with `ray_run` Ray workers built from it (a LabelerSpec)."""
     from .batch import run_batch
     from .engine import Labeler
 
@@ -223,10 +253,13 @@ def _label(predictor, prompts, targets, folder, manifest, run, settings, memory,
         log.info("%s", summary)
         log.info("results in %s", os.path.abspath(folder.root))
         return summary
-    labeler = Labeler(predictor, prompts, memory=memory, threshold=threshold, num_targets=len(targets))
+    labeler = Labeler(predictor, prompts, memory=memory, threshold=threshold, num_targets=len(targets),
+                      features=features)
     summary = run_batch(labeler, targets, folder, prompts.classes, run, force=force, progress=progress, stop=stop,
                         batch_size=batch_size, settings=settings, manifest=manifest)
     log.info("%s", summary)
+    if features is not None:
+        log.info("feature cache %s: %d images read, %d encoded", features.folder, features.hits, features.misses)
     log.info("results in %s", os.path.abspath(folder.root))
     return summary
 

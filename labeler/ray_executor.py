@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -79,13 +80,15 @@ class LabelerSpec:
     device: str
     memory: str = "refs"
     threshold: float = 0.0
+    features: Callable | None = None  # predictor -> its FeatureCache or None (pipeline._feature_cache, bound)
 
     def __call__(self):
         from .engine import Labeler
         from .model import build_predictor
 
         predictor = build_predictor(self.model, self.checkpoint, self.image_size, self.device)
-        return Labeler(predictor, self.prompts, memory=self.memory, threshold=self.threshold)
+        features = self.features(predictor) if self.features is not None else None
+        return Labeler(predictor, self.prompts, memory=self.memory, threshold=self.threshold, features=features)
 
 
 @ray.remote(concurrency_groups={"io": 1}, max_restarts=0, max_task_retries=0)
@@ -136,8 +139,8 @@ class LabelWorker:
                 images[i] = future.result()
             except ImageReadError as e:
                 records[i] = _failure(path, stem, str(e).removeprefix(f"{path}: "))
-        detections = label_chunk(self.labeler, list(images.values())) if images else []
         stems, paths = {i: s for i, _, s in items}, {i: p for i, p, _ in items}
+        detections = label_chunk(self.labeler, list(images.values()), [Path(paths[i]) for i in images]) if images else []
         writes = []
         for i, found in zip(images, detections):
             if found is None:

@@ -104,9 +104,24 @@ def set_frame_size(state: dict, height: int, width: int) -> None:
     state["video_height"], state["video_width"] = height, width
 
 
-def encode_frame(predictor, state: dict, frame_idx: int, image: torch.Tensor) -> None:
-    """Run the image encoder on a (1, 3, S, S) model input and cache it as frame `frame_idx` (as `_get_image_feature` does)."""
-    state["cached_features"][frame_idx] = (image, predictor.forward_image(image))
+def encode_frame(state: dict, frame_idx: int, backbone_out: dict) -> None:
+    """Put one image's `forward_image` output into the state as frame `frame_idx` (as `_get_image_feature` caches it)."""
+    # `_get_image_feature` returns the cached input image too, and every caller discards it.
+    state["cached_features"][frame_idx] = (torch.empty(1, 3, 0, 0), backbone_out)
+
+
+def feature_levels(backbone_out: dict) -> tuple[list[torch.Tensor], list[str]]:
+    """What the labeler needs of a `forward_image` output: its (B, C, H, W) feature levels and the
+    dtype names of their position encodings (these depend on shapes only, so they are recomputed)."""
+    pos = backbone_out["vision_pos_enc"]
+    return list(backbone_out["backbone_fpn"]), [str(p.dtype).removeprefix("torch.") for p in pos]
+
+
+def backbone_output(predictor, levels: list[torch.Tensor], pos_dtypes: list[str]) -> dict:
+    """A `forward_image` output rebuilt from `feature_levels`: the position encodings as the FPN neck makes them."""
+    encoding = predictor.image_encoder.neck.position_encoding
+    pos = [encoding(x).to(getattr(torch, d)) for x, d in zip(levels, pos_dtypes)]
+    return {"vision_features": levels[-1], "vision_pos_enc": pos, "backbone_fpn": list(levels)}
 
 
 def forget_frame_features(state: dict) -> None:
@@ -329,14 +344,13 @@ def attend(predictor, curr: torch.Tensor, curr_pos: torch.Tensor, group: ObjectG
     return ma.norm(out).transpose(0, 1)
 
 
-def track_targets(predictor, images: torch.Tensor, groups: list[ObjectGroup]) -> dict[int, tuple]:
-    """Run T targets ((T, 3, S, S) model inputs) through every group.
+def track_targets(predictor, backbone_out: dict, groups: list[ObjectGroup]) -> dict[int, tuple]:
+    """Run T targets (their `forward_image` output, batch T) through every group.
 
     Returns {obj_id: ((T, 1, S/4, S/4) mask logits, (T,) object-score logits)}.
     """
-    backbone_out = predictor.forward_image(images)
     _, feats, pos_embeds, feat_sizes = predictor._prepare_backbone_features(backbone_out)
-    targets = images.shape[0]
+    targets = backbone_out["backbone_fpn"][0].shape[0]
     results = {}
     for group in groups:
         b = group.size

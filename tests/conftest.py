@@ -3,8 +3,10 @@ the golden batch (tests/test_golden.py), shared by the tests that compare with i
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,9 @@ from PIL import Image
 from labeler.model import build_predictor
 from labeler.prompts import ObjectGuides, PromptSet, ReferenceGuides, save_prompts
 
+# The user's cache folder (feature cache, file hashes) is a fresh one per test session, never ~/.cache;
+# subprocesses inherit it. Tests share it, so later batches read features earlier ones stored.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="labeler-test-cache-")
 IMAGE_SIZE = 256  # small model input keeps the suite fast on 2 CPU cores
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
