@@ -9,10 +9,11 @@ output folder is byte-identical to a local run's. Each worker (`LabelWorker`) bu
 is labeled), labels it with `batch.label_chunk`, writes every target's files with the atomic
 `TargetWriter` and returns the records; only the driver writes manifest.json and results.csv.
 
-A worker that dies (killed, out of memory, node lost): the chunk it was labeling is handed out again
-whole, the chunks queued behind it go to the other workers, and a new worker replaces it. A chunk that
-was being labeled when a worker died twice is split into single targets; a single target that is (again)
-being labeled when its worker dies is recorded as failed with the reason, and the batch goes on.
+A worker that dies (killed, out of memory, node lost) is replaced by a new one, and the chunks it had
+not finished are handed out again, whole (the same grouping, so the same bytes), each alone on a worker,
+so that a second death is surely that chunk's own. A chunk whose worker died twice is split into single
+targets, each again alone; a single target whose worker dies twice is recorded as failed with the reason,
+and the batch goes on.
 A stop request hands out nothing more; the chunks already handed out finish and are recorded.
 
 Usage (what label_batch does):
@@ -52,7 +53,7 @@ from .writers import ResultsTable, TargetWriter, save_records
 
 log = logging.getLogger("labeler")
 IN_FLIGHT = 2  # chunks per worker: one being labeled, the next one's images read meanwhile
-DEATHS = 2  # a chunk being labeled when its worker died this often is split; a single target, failed
+DEATHS = 2  # a chunk in flight when its worker died this often is split; a single target, failed
 PLACEMENT_WAIT = 120  # seconds without a ready worker before the run says it is still waiting for one
 START_FAILURES = 3  # workers in a row that die before they are ready: the batch stops with the reason
 PACKAGE = Path(__file__).resolve().parent
@@ -327,25 +328,23 @@ class _Run:
         inflight, slot.inflight = slot.inflight, []
         log.warning("worker %d died (%s); %d chunk(s) it held go to the other workers", slot.number, reason,
                     len(inflight))
-        labeling = True
         for ref, task in inflight:
             try:
                 self._accept(task, ray.get(ref, timeout=60))  # finished before the worker died
                 continue
             except (*WORKER_GONE, GetTimeoutError):
                 pass
-            if labeling:  # the oldest unfinished chunk is the one the worker was labeling
-                labeling = False
-                task.deaths += 1
-                if task.deaths >= DEATHS and len(task.positions) == 1:
-                    p = task.positions[0]
-                    why = f"its Ray worker died twice while labeling it ({reason})"
-                    self._accept(task, [_failure(self.targets[self.todo[p]], self.stems[self.todo[p]], why)])
-                    continue
-                if task.deaths >= DEATHS:  # which of its targets? each alone from now on
-                    self.retry += [_Task([p], deaths=DEATHS - 1) for p in task.positions]
-                    continue
-            self.retry.append(task)
+            # Unfinished: it may have been the one being labeled. From now on it runs alone on a worker,
+            # so a second death is surely its own.
+            task.deaths += 1
+            if task.deaths < DEATHS:
+                self.retry.append(task)
+            elif len(task.positions) > 1:  # which of its targets? each alone
+                self.retry += [_Task([p], deaths=DEATHS - 1) for p in task.positions]
+            else:
+                p = task.positions[0]
+                why = f"its Ray worker died twice while labeling it ({reason})"
+                self._accept(task, [_failure(self.targets[self.todo[p]], self.stems[self.todo[p]], why)])
         self.retry.sort(key=lambda t: t.positions[0])
         self._start(slot)
 
@@ -381,12 +380,18 @@ class _Run:
 
     # -- the batch -----------------------------------------------------------------------------------------
     def _hand_out(self, stopping: bool) -> None:
+        """Keep each ready worker IN_FLIGHT chunks busy; a chunk whose worker died runs alone, and first."""
         for slot in sorted(self.slots, key=lambda s: len(s.inflight)):
-            while slot.starting is None and len(slot.inflight) < IN_FLIGHT:
-                queue = self.retry if self.retry else (self.new if not stopping else None)
-                if not queue:
+            while (slot.starting is None and len(slot.inflight) < IN_FLIGHT
+                   and not any(t.deaths for _, t in slot.inflight)):
+                if self.retry:
+                    if slot.inflight:
+                        break  # nothing new meanwhile: workers drain until one is free for it
+                    task = self.retry.pop(0)
+                elif self.new and not stopping:
+                    task = self.new.pop()
+                else:
                     return
-                task = queue.pop(0) if queue is self.retry else queue.pop()
                 items = [(self.todo[p], str(self.targets[self.todo[p]].absolute()), self.stems[self.todo[p]])
                          for p in task.positions]
                 if slot.inflight:
