@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import logging
 import os
 import threading
@@ -205,8 +204,11 @@ def _check_executor(executor: str, memory: str, workers: int | None) -> None:
     if executor == "ray" and memory == "chain":
         raise UsageError("--memory chain labels the targets in sequence, one chain, so it can't be split over "
                          "Ray workers: use --executor local, or --memory refs")
-    if executor == "ray" and importlib.util.find_spec("ray") is None:
-        raise UsageError('--executor ray needs Ray, an optional extra: pip install -e ".[ray]"')
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError('--executor ray needs Ray, an optional extra: pip install -e ".[ray]"') from None
 
 
 def _taught_kept(manifest, prompts: PromptSet, folder: OutputFolder) -> list[str]:

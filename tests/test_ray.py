@@ -29,7 +29,7 @@ from labeler.detections import Detection  # noqa: E402
 from labeler.images import list_images, read_rgb  # noqa: E402
 from labeler.output_folder import OutputFolder  # noqa: E402
 from test_api import files_of  # noqa: E402
-from test_cli import ROOT  # noqa: E402
+from test_cli import ROOT, run_main  # noqa: E402
 
 SIZE = 128
 FORMATS = ("coco", "yolo")
@@ -185,3 +185,18 @@ def test_a_moved_folder_resumes_without_relabeling(ray_instance, inputs, test_ch
     # The same bytes; broken.jpg's error names the file where it now is.
     assert files_of(moved / "local1") == {k: v.replace(str(root).encode(), str(moved).encode())
                                         for k, v in local[1].items()}
+
+
+def test_without_ray_or_with_a_chain_the_command_stops_with_exit_2(tmp_path, test_checkpoint):
+    no_ray = tmp_path / "no_ray"
+    no_ray.mkdir()
+    (no_ray / "ray.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
+    common = ["--prompts", ROOT / "assets/demo/prompts.json", "--targets", ROOT / "assets/demo/targets",
+              "--checkpoint", test_checkpoint, "--image-size", SIZE, "--executor", "ray"]
+    env = {**os.environ, "PYTHONPATH": f"{no_ray}{os.pathsep}{ROOT}"}
+    missing = subprocess.run([sys.executable, str(ROOT / "main.py"), "--headless", *map(str, common), "--output",
+                              str(tmp_path / "a")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and 'pip install -e ".[ray]"' in missing.stderr, missing.stderr
+    chain = run_main(*common, "--memory", "chain", "--output", tmp_path / "b")
+    assert chain.returncode == 2 and "--memory chain" in chain.stderr and "--executor local" in chain.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
