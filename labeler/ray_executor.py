@@ -215,7 +215,8 @@ def ray_cluster(address: str | None = None, device: str = "auto", workers: int |
             ray.init(address=address or "local", include_dashboard=False,
                      runtime_env={"py_modules": [str(PACKAGE)]})
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UsageError(f"--ray-address {address}: can't join a Ray cluster there ({e})") from None
+            where = f"--ray-address {address}: can't join a Ray cluster there" if address else "can't start Ray"
+            raise UsageError(f"{where} ({e})") from None
         finally:
             if main and term is not None:
                 signal.signal(signal.SIGTERM, term)  # ray.init replaces it; SIGTERM stays a stop request
@@ -280,7 +281,6 @@ class _Run:
             self.manifest.settings = settings
         self.stems = output_stems(targets)
         self.todo, self.reviewed = targets_to_label(self.manifest, targets, self.stems, run_fingerprint, force)
-        self.force = force
         self.new = [_Task(list(range(n, min(n + batch_size, len(self.todo)))))
                     for n in range(0, len(self.todo), batch_size)]
         self.new.reverse()  # popped from the end
