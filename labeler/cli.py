@@ -82,7 +82,7 @@ def _parser(config: dict) -> argparse.ArgumentParser:
         default = config.get(name, CLI_DEFAULTS.get(name, getattr(defaults, name, None)))
         help_text = kwargs["help"] + ("" if "(default" in kwargs["help"] else f" (default: {default})")
         p.add_argument(flag, dest=name, default=default, **{**kwargs, "help": help_text})
-    p.add_argument("--no-cache", dest="CACHE", action="store_false", help="no feature cache")
+    p.add_argument("--no-cache", action="store_true", help="no feature cache (over --cache and config.py's CACHE)")
     p.add_argument("--force", action="store_true", help="relabel every target, even those already labeled")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -156,5 +156,6 @@ def _run(a: dict, stop: threading.Event, config_classes: dict[int, str]):
             return run_selector(refs, predictor, classes, prompts_path, existing=existing)
 
     library = {name.lower(): a[name] for name in OPTIONS if hasattr(defaults, name)}  # label_batch's own options
+    library["cache"] = False if a["no_cache"] else library["cache"]
     return label_batch(prompts, a["TARGET_DIR"], a["OUTPUT_DIR"], **library, classes=a["CLASS_NAMES"], force=a["force"],
                        progress=not a["quiet"], stop=stop, guide=guide)

@@ -183,7 +183,9 @@ class Manifest:
 
     def record(self, run_fingerprint: str, record: TargetRecord) -> None:
         self.entries[record.name] = {
-            "fingerprint": run_fingerprint, "file": content_hash(record.path), "stem": record.stem,
+            "fingerprint": run_fingerprint,
+            # Only a labeled target is matched by content (a failed one may not even be readable).
+            "file": content_hash(record.path) if record.status == "labeled" else "", "stem": record.stem,
             "status": record.status, "error": record.error, "objects": list(record.objects),
         }
         if record.review:
