@@ -57,3 +57,11 @@ CACHE_SIZE_GB = 20.0
 MESH = False
 MESH_LIMIT = None
 SAM3D_CONFIG = None
+
+# Where the batch runs (`--executor`): "local" (this process) or "ray", model replicas on a Ray cluster
+# (pip install -e ".[ray]"; refs mode only; see README "Scaling out"). WORKERS is `--workers` (None: one
+# per GPU, else 1); RAY_ADDRESS is `--ray-address` (None: a local Ray instance for the run; "auto" or
+# "ray://HOST:PORT": join a running cluster).
+EXECUTOR = "local"
+WORKERS = None
+RAY_ADDRESS = None

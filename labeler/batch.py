@@ -132,6 +132,19 @@ def _record_failure(manifest, target: Path, stem: str, run_fingerprint: str, rea
     manifest.record(run_fingerprint, TargetRecord(target, stem, "failed", error=" ".join(reason.split())))
 
 
+def targets_to_label(manifest: Manifest, targets: list[Path], stems: list[str], run_fingerprint: str,
+                     force: bool) -> tuple[list[int], set[int]]:
+    """(todo, reviewed): indices of the targets to label (refs mode), and of those a person reviewed.
+
+    Shared by the local executor and the Ray one (`ray_executor`), so both resume the same way.
+    """
+    # A target a person reviewed is never labeled again (not with other prompts, not with force).
+    reviewed = {i for i, t in enumerate(targets) if manifest.is_reviewed(t)}
+    todo = [i for i, (t, s) in enumerate(zip(targets, stems))
+            if i not in reviewed and (force or not manifest.is_done(t, s, run_fingerprint))]
+    return todo, reviewed
+
+
 def run_batch(
     labeler: Labeler,
     targets: list[Path],
@@ -157,10 +170,7 @@ def run_batch(
     if settings is not None:
         manifest.settings = settings
     stems = output_stems(targets)
-    # A target a person reviewed is never labeled again (not with other prompts, not with force).
-    reviewed = {i for i, t in enumerate(targets) if manifest.is_reviewed(t)}
-    todo = [i for i, (t, s) in enumerate(zip(targets, stems))
-            if i not in reviewed and (force or not manifest.is_done(t, s, run_fingerprint))]
+    todo, reviewed = targets_to_label(manifest, targets, stems, run_fingerprint, force)
     if labeler.memory == "chain" and 0 < len(todo) < len(targets) - len(reviewed):
         log.info("chain mode: %d of %d targets are labeled already, but a chain can't resume mid-way; "
                  "labeling the whole chain again", len(targets) - len(todo), len(targets))

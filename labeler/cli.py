@@ -61,6 +61,9 @@ OPTIONS = {
     "MESH": ("--mesh", dict(action=argparse.BooleanOptionalAction, help="SAM 3D Objects meshes after the batch")),
     "MESH_LIMIT": ("--mesh-limit", dict(type=_positive_int, metavar="N", help="--mesh: the N best objects per ID")),
     "SAM3D_CONFIG": ("--sam3d-config", dict(metavar="PATH", help="SAM 3D Objects' checkpoints/hf/pipeline.yaml")),
+    "EXECUTOR": ("--executor", dict(choices=["local", "ray"], help="ray: model replicas on a Ray cluster (refs)")),
+    "WORKERS": ("--workers", dict(type=_positive_int, metavar="N", help="Ray replicas (default: 1 per GPU, else 1)")),
+    "RAY_ADDRESS": ("--ray-address", dict(metavar="ADDR", help="join Ray: auto|ray://HOST:PORT (default: a new one)")),
 }
 # Defaults of the options the library doesn't have; CLASS_NAMES from config.py seeds new guides only.
 CLI_DEFAULTS = {"PROMPTS": None, "REFERENCE_DIR": "refs", "TARGET_DIR": "targets", "OUTPUT_DIR": "output"}

@@ -18,3 +18,6 @@ CACHE_SIZE_GB = 20.0  # the feature cache's size cap; least recently used entrie
 MESH = False
 MESH_LIMIT = None
 SAM3D_CONFIG = None
+EXECUTOR = "local"  # "local": this process; "ray": model replicas on a Ray cluster (the ray extra)
+WORKERS = None  # Ray model replicas; None: one per GPU, else 1
+RAY_ADDRESS = None  # None: start a local Ray instance; "auto" or "ray://HOST:PORT": join a running cluster

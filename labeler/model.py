@@ -88,6 +88,16 @@ def check_image_size(image_size: int | None) -> None:
         raise ModelError(f"--image-size {image_size}: must be a multiple of 32, at least 64")
 
 
+def input_size(model: str, image_size: int | None) -> int:
+    """The model's square input size without building it: `image_size`, else its config's (1024 for SAM 2.1)."""
+    if image_size:
+        return image_size
+    import sam2
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.load(Path(sam2.__file__).parent / MODELS[model][0]).model.image_size)
+
+
 def build_predictor(
     model: str = "tiny",
     checkpoint: str | os.PathLike | None = None,

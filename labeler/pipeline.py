@@ -12,6 +12,8 @@ Usage:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import threading
@@ -22,8 +24,8 @@ from . import defaults
 from .errors import UsageError
 from .exports import parse_formats
 from .images import list_images
-from .model import UNTRAINED, check_checkpoint, check_image_size, resolve_device
 from .hashing import content_hash
+from .model import UNTRAINED, check_checkpoint, check_image_size, input_size, resolve_device
 from .output_folder import OutputFolder, fingerprint
 from .prompts import PromptSet, as_prompt_set
 
@@ -88,6 +90,9 @@ def label_batch(
     sam3d_config: str | os.PathLike | None = defaults.SAM3D_CONFIG,
     guide: Callable[[object], PromptSet] | None = None,
     predictor=None,
+    executor: str = defaults.EXECUTOR,
+    workers: int | None = defaults.WORKERS,
+    ray_address: str | None = defaults.RAY_ADDRESS,
 ):
     """Label every image in the folder `targets` into the folder `output`; returns the `BatchSummary`.
 
@@ -106,6 +111,8 @@ def label_batch(
     mesh, mesh_limit, sam3d_config: SAM 3D Objects meshes of the present objects after the batch.
     guide: called with the built SAM 2 predictor before labeling; returns the prompts (the SmartSelector).
     predictor: a SAM 2 predictor already built with these model settings, to reuse (the review window's).
+    executor: "local" (this process) or "ray" (refs mode: `workers` model replicas on the Ray cluster at
+    `ray_address`, "auto" or "ray://HOST:PORT"; None starts a local Ray instance); see `ray_executor`.
     Raises UsageError for bad input, before anything is built or written.
     """
     formats = _checked(parse_formats, formats)
@@ -115,13 +122,15 @@ def label_batch(
         raise UsageError(f"YOLO validation fraction {yolo_val}: must be at least 0 and below 1")
     if batch_size < 1:
         raise UsageError(f"batch size {batch_size}: must be at least 1")
+    _check_executor(executor, memory, workers)
     if not cache_size_gb > 0:
         raise UsageError(f"feature cache size {cache_size_gb} GB: must be above 0")
     if prompts is not None or guide is None:
         prompts = as_prompt_set(prompts)
     target_list = _target_list(targets)
     check_image_size(image_size)
-    torch_device = resolve_device(device)
+    # Ray workers label on the cluster's devices; this process needs one only to guide.
+    torch_device = resolve_device(device) if executor == "local" or guide is not None else None
     checkpoint_path = check_checkpoint(model, checkpoint)
     reconstructor = None
     if mesh:  # a missing SAM 3D install stops here, before any work
@@ -133,10 +142,17 @@ def label_batch(
 
     from .model import build_predictor
 
-    if predictor is None:
+    if predictor is None and torch_device is not None:
         log.info("SAM 2.1 %s on %s", model, torch_device)
         predictor = build_predictor(model, checkpoint, image_size, torch_device)
-    with folder.lock():
+    cluster = contextlib.nullcontext()
+    if executor == "ray":
+        from .ray_executor import ray_cluster
+
+        cluster = ray_cluster(ray_address, device, workers)
+    with cluster as ray_run, folder.lock():
+        device_type = ray_run.device if ray_run else torch_device.type
+        size = predictor.image_size if predictor is not None else input_size(model, image_size)
         if guide is not None:
             prompts = guide(predictor)
             if not prompts.references:
@@ -148,17 +164,23 @@ def label_batch(
             log.info("%s identifies targets by file time, as labelers before content hashes did: every target "
                      "is labeled once more, and from then on by content", folder.manifest_json)
         settings = {
-            "model": model, "image_size": predictor.image_size, "device": torch_device.type, "memory": memory,
+            "model": model, "image_size": size, "device": device_type, "memory": memory,
             "threshold": threshold,
             "checkpoint": str(checkpoint_path.absolute()) if checkpoint_path else UNTRAINED,
             "targets": os.path.relpath(Path(targets).absolute(), folder.root.absolute()),
             "formats": formats, "taught": _taught_kept(manifest, prompts, folder),
         }
-        run = run_fingerprint(prompts, model, checkpoint_path, predictor.image_size, torch_device.type, memory,
-                              threshold)
-        features = _feature_cache(cache, cache_size_gb, model, checkpoint_path, predictor)
+        run = run_fingerprint(prompts, model, checkpoint_path, size, device_type, memory, threshold)
+        if ray_run:  # each worker builds its predictor, and its feature cache for it
+            from .ray_executor import LabelerSpec
+
+            features = functools.partial(_feature_cache, cache, cache_size_gb, model, checkpoint_path)
+            predictor = LabelerSpec(prompts, model, str(checkpoint_path.absolute()) if checkpoint_path else UNTRAINED,
+                                    size, device_type, memory, threshold, features)
+        else:
+            features = _feature_cache(cache, cache_size_gb, model, checkpoint_path, predictor)
         summary = _label(predictor, prompts, target_list, folder, manifest, run, settings, memory, threshold,
-                         batch_size, force, progress, stop, features)
+                         batch_size, force, progress, stop, features, ray_run)
         del predictor  # SAM 3D needs the GPU memory
         if summary.interrupted:
             return summary
@@ -172,6 +194,21 @@ def label_batch(
                                                  force=force, progress=progress)
             log.info("%s", summary.meshes)
     return summary
+
+
+def _check_executor(executor: str, memory: str, workers: int | None) -> None:
+    if executor not in ("local", "ray"):
+        raise UsageError(f"executor {executor!r}: choose local or ray")
+    if workers is not None and workers < 1:
+        raise UsageError(f"workers {workers}: must be at least 1")
+    if executor == "ray" and memory == "chain":
+        raise UsageError("--memory chain labels the targets in sequence, one chain, so it can't be split over "
+                         "Ray workers: use --executor local, or --memory refs")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError('--executor ray needs Ray, an optional extra: pip install -e ".[ray]"') from None
 
 
 def _taught_kept(manifest, prompts: PromptSet, folder: OutputFolder) -> list[str]:
@@ -203,13 +240,21 @@ def _checked(parse, value):
 
 
 def _label(predictor, prompts, targets, folder, manifest, run, settings, memory, threshold, batch_size, force,
-           progress, stop, features):
+           progress, stop, features, ray_run=None):
+    """The batch: the local executor with `predictor`, or with `ray_run` Ray workers built from it (a LabelerSpec)."""
     from .batch import run_batch
     from .engine import Labeler
 
     # Record what this batch is conditioned on, so it can be rerun headless.
     prompts.save(folder.prompts_json)
     log.info("%d reference(s), %d target(s), memory mode %s", len(prompts.references), len(targets), memory)
+    if ray_run:
+        summary = ray_run.run_batch(predictor, targets, folder, prompts.classes, run, force=force, progress=progress,
+                                    stop=stop, batch_size=batch_size, settings=settings, manifest=manifest,
+                                    object_ids=prompts.object_ids)
+        log.info("%s", summary)
+        log.info("results in %s", os.path.abspath(folder.root))
+        return summary
     labeler = Labeler(predictor, prompts, memory=memory, threshold=threshold, num_targets=len(targets),
                       features=features)
     summary = run_batch(labeler, targets, folder, prompts.classes, run, force=force, progress=progress, stop=stop,

@@ -19,7 +19,7 @@ PACKAGE = ROOT / "labeler"
 LAYERS = [
     "errors", "signals", "defaults", "files", "hashing", "colors", "images", "detections", "rle", "guides", "prompts", "output_folder",
     "sam2_internals", "feature_cache", "model", "engine", "writers", "exports.common", "exports.coco", "exports.yolo", "exports",
-    "report", "meshes", "batch", "review", "api", "pipeline", "guide_state", "selector", "review_window", "cli",
+    "report", "meshes", "batch", "ray_executor", "review", "api", "pipeline", "guide_state", "selector", "review_window", "cli",
 ]
 
 
@@ -128,7 +128,7 @@ def test_one_source_of_defaults():
     no_config = vars(_parser({}).parse_args([]))
     with_config = vars(_parser({k: v for k, v in config.items() if k in OPTIONS}).parse_args([]))
     for name in ("MODEL", "CHECKPOINT", "IMAGE_SIZE", "DEVICE", "MEMORY", "THRESHOLD", "BATCH_SIZE", "FORMATS",
-                 "YOLO_VAL", "REVIEWED_ONLY", "MESH", "MESH_LIMIT", "SAM3D_CONFIG"):
+                 "YOLO_VAL", "REVIEWED_ONLY", "MESH", "MESH_LIMIT", "SAM3D_CONFIG", "EXECUTOR", "WORKERS", "RAY_ADDRESS"):
         same = (lambda v: list(v)) if name == "FORMATS" else (lambda v: v)  # config.py writes [] for ()
         value = same(getattr(defaults, name))
         assert same(api[name.lower()].default) == value, name

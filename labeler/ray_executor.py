@@ -1,0 +1,465 @@
+"""The Ray executor: a refs-mode batch handed out in chunks to model replicas (Ray actors) on a Ray cluster.
+
+`pipeline.label_batch(..., executor="ray")` runs it; the command line's `--executor ray`. Ray is imported
+only here, and this module only then. The driver (this process) keeps the manifest: it hands out chunks
+of `batch_size` consecutive targets of the same to-do list as the local executor (`batch.targets_to_label`),
+at most IN_FLIGHT per worker, and records each chunk's records in target order as they come back, so the
+output folder is byte-identical to a local run's. Each worker (`LabelWorker`) builds one `Labeler` from a
+`LabelerSpec` (settings and prompts as data), reads its chunk (the next chunk ahead, while the current one
+is labeled), labels it with `batch.label_chunk`, writes every target's files with the atomic
+`TargetWriter` and returns the records; only the driver writes manifest.json and results.csv.
+
+A worker that dies (killed, out of memory, node lost) is replaced by a new one, and the chunks it had
+not finished are handed out again, whole (the same grouping, so the same bytes), each alone on a worker,
+so that a second death is surely that chunk's own. A chunk whose worker died twice is split into single
+targets, each again alone; a single target whose worker dies twice is recorded as failed with the reason,
+and the batch goes on.
+A stop request hands out nothing more; the chunks already handed out finish and are recorded.
+
+Usage (what label_batch does):
+    with ray_cluster(address=None, device="auto", workers=None) as cluster:   # starts or joins Ray
+        summary = cluster.run_batch(LabelerSpec(prompts, "tiny", "ckpt.pt", 1024, cluster.device),
+                                    targets, OutputFolder("out"), prompts.classes, fingerprint, batch_size=4)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, WorkerCrashedError
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from .batch import SAVE_EVERY, BatchSummary, label_chunk, release_free_heap, steady_heap, targets_to_label
+from .errors import UsageError
+from .files import remove_temp_files
+from .images import ImageReadError, read_rgb
+from .output_folder import Manifest, OutputFolder, TargetRecord, output_stems
+from .prompts import PromptSet
+from .writers import ResultsTable, TargetWriter, save_records
+
+log = logging.getLogger("labeler")
+IN_FLIGHT = 2  # chunks per worker: one being labeled, the next one's images read meanwhile
+DEATHS = 2  # a chunk in flight when its worker died this often is split; a single target, failed
+PLACEMENT_WAIT = 120  # seconds without a ready worker before the run says it is still waiting for one
+START_FAILURES = 3  # workers in a row that die before they are ready: the batch stops with the reason
+PACKAGE = Path(__file__).resolve().parent
+OOM = "out of GPU memory, twice (try a smaller --image-size or --batch-size)"
+try:  # the exceptions that mean "the worker process is gone", as far as this Ray version has them
+    from ray.exceptions import OutOfMemoryError as _RayOOM
+    WORKER_GONE = (RayActorError, WorkerCrashedError, _RayOOM)
+except ImportError:  # pragma: no cover
+    WORKER_GONE = (RayActorError, WorkerCrashedError)
+
+
+@dataclass(frozen=True)
+class LabelerSpec:
+    """How a worker builds its `Labeler`: the predictor's settings and the prompts, as data (picklable).
+
+    A labeler factory is any picklable callable returning an object with `label_many(rgbs)`,
+    `label(rgb)` and `object_ids`, as `engine.Labeler` has; tests pass stand-ins.
+    checkpoint: an absolute path readable on every node, or "none".
+    """
+
+    prompts: PromptSet
+    model: str
+    checkpoint: str
+    image_size: int | None
+    device: str
+    memory: str = "refs"
+    threshold: float = 0.0
+    features: Callable | None = None  # predictor -> its FeatureCache or None (pipeline._feature_cache, bound)
+
+    def __call__(self):
+        from .engine import Labeler
+        from .model import build_predictor
+
+        predictor = build_predictor(self.model, self.checkpoint, self.image_size, self.device)
+        features = self.features(predictor) if self.features is not None else None
+        return Labeler(predictor, self.prompts, memory=self.memory, threshold=self.threshold, features=features)
+
+
+@ray.remote(concurrency_groups={"io": 1}, max_restarts=0, max_task_retries=0)
+class LabelWorker:
+    """One model replica: labels the chunks handed to it, one at a time, and writes their files."""
+
+    def __init__(self, factory, root: str, classes: dict[int, str], threads: int, io_threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        steady_heap()
+        self.labeler = factory()
+        self.writer = TargetWriter(OutputFolder(root), classes)
+        self.io = ThreadPoolExecutor(io_threads, "io")
+        self.ahead: dict[int, object] = {}  # target index -> future of its decoded image
+        self.missed: set[int] = set()  # chunks labeled before their read-ahead arrived
+        self.lock = threading.Lock()
+
+    def ready(self) -> dict:
+        import torch
+
+        return {"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads(),
+                "object_ids": list(self.labeler.object_ids)}
+
+    @ray.method(concurrency_group="io")
+    def read_ahead(self, items: list[tuple[int, str, str]]) -> None:
+        """Start decoding the images of a chunk that waits behind the one being labeled."""
+        with self.lock:
+            for i, path, _ in items:
+                if i in self.missed:
+                    self.missed.discard(i)
+                else:
+                    self.ahead[i] = self.io.submit(read_rgb, path)
+
+    def label(self, items: list[tuple[int, str, str]]) -> list[TargetRecord]:
+        """Label (index, target path, output stem) items as one chunk; their records, in order."""
+        with self.lock:
+            reads = []
+            for i, path, _ in items:
+                future = self.ahead.pop(i, None)
+                if future is None:
+                    self.missed.add(i)
+                    future = self.io.submit(read_rgb, path)
+                reads.append(future)
+        records, images = {}, {}
+        for (i, path, stem), future in zip(items, reads):
+            try:
+                images[i] = future.result()
+            except ImageReadError as e:
+                records[i] = _failure(path, stem, str(e).removeprefix(f"{path}: "))
+        stems, paths = {i: s for i, _, s in items}, {i: p for i, p, _ in items}
+        detections = label_chunk(self.labeler, list(images.values()), [Path(paths[i]) for i in images]) if images else []
+        writes = []
+        for i, found in zip(images, detections):
+            if found is None:
+                records[i] = _failure(paths[i], stems[i], OOM)
+                continue
+            writes.append(self.io.submit(self.writer.write, stems[i], images[i], found))
+            records[i] = TargetRecord.from_detections(Path(paths[i]), stems[i], found)
+        for w in writes:
+            w.result()  # recorded only once its files are written
+        release_free_heap()
+        return [records[i] for i, _, _ in items]
+
+
+def _failure(path, stem: str, reason: str) -> TargetRecord:
+    return TargetRecord(Path(path), stem, "failed", error=" ".join(str(reason).split()))
+
+
+@dataclass
+class _Task:
+    positions: list[int]  # positions in the to-do list: one chunk, or one target of a split chunk
+    deaths: int = 0  # times its worker died while labeling it
+
+
+@dataclass
+class _Slot:
+    """One worker place: its actor, the actor's ready reference until it is ready, its chunks in flight."""
+
+    number: int
+    actor: object = None
+    starting: object = None  # ObjectRef of ready() until the worker has built its model
+    inflight: list = field(default_factory=list)  # [(ObjectRef, _Task)], oldest (being labeled) first
+
+
+@dataclass
+class RayCluster:
+    """A Ray instance this run started or joined, and how its workers are placed."""
+
+    device: str  # "cuda" or "cpu": what the workers label on
+    workers: int
+    cpus: float  # per worker
+    gpus: float  # per worker
+    threads: int  # torch threads per worker
+    address: str
+
+    def run_batch(self, factory, targets: list[Path], output_dir: str | Path | OutputFolder,
+                  classes: dict[int, str], run_fingerprint: str, force: bool = False, progress: bool = True,
+                  stop: threading.Event | None = None, batch_size: int = 1, settings: dict | None = None,
+                  manifest: Manifest | None = None, object_ids: list[int] | None = None) -> BatchSummary:
+        """`batch.run_batch` on this cluster (refs mode): the same to-do list, chunks, records and summary.
+
+        factory: builds each worker's labeler (a `LabelerSpec`). object_ids: for the summary when no
+        worker is started (nothing to do).
+        """
+        return _Run(self, factory, targets, output_dir, classes, run_fingerprint, force, progress, stop,
+                    batch_size, settings, manifest, object_ids).run()
+
+
+@contextlib.contextmanager
+def ray_cluster(address: str | None = None, device: str = "auto", workers: int | None = None):
+    """Start a local Ray instance (address None) or join a running cluster ("auto", "HOST:PORT",
+    "ray://HOST:PORT"); yields the `RayCluster` and shuts down only what it started.
+
+    A Ray instance already initialised in this process (`ray.init` by the caller) is used as it is.
+    """
+    started = False
+    if not ray.is_initialized():
+        main = threading.current_thread() is threading.main_thread()
+        term = signal.getsignal(signal.SIGTERM) if main else None
+        try:
+            # The labeler package travels with the job, so nodes run this very code.
+            ray.init(address=address or "local", include_dashboard=False,
+                     runtime_env={"py_modules": [str(PACKAGE)]})
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = f"--ray-address {address}: can't join a Ray cluster there" if address else "can't start Ray"
+            raise UsageError(f"{where} ({e})") from None
+        finally:
+            if main and term is not None:
+                signal.signal(signal.SIGTERM, term)  # ray.init replaces it; SIGTERM stays a stop request
+        started = True
+    try:
+        yield _placement(device, workers, address or "local")
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _placement(device: str, workers: int | None, address: str) -> RayCluster:
+    import torch
+
+    total = ray.cluster_resources()
+    gpus, cpus = int(total.get("GPU", 0)), float(total.get("CPU", 1))
+    if device == "auto":
+        device = "cuda" if gpus else "cpu"
+    elif device == "cuda" and not gpus:
+        raise UsageError("--device cuda: the Ray cluster has no GPUs (try --device auto)")
+    elif device not in ("cuda", "cpu"):
+        raise UsageError(f"--device {device}: Ray workers label on cuda or cpu (try --device auto)")
+    n = workers or (gpus if device == "cuda" else 1)
+    if device == "cuda":
+        per_gpu = min(float(node["Resources"].get("CPU", 1)) / node["Resources"]["GPU"]
+                      for node in ray.nodes() if node["Alive"] and node["Resources"].get("GPU"))
+        gpu_share = min(1.0, gpus / n)
+        cpu_share = max(1.0, math.floor(per_gpu * gpu_share))
+        threads = int(cpu_share)
+    else:
+        gpu_share = 0.0
+        cpu_share = float(max(1, int(cpus // n))) if n <= cpus else cpus / n
+        # A matrix product's reduction order depends on torch's thread count (MKL splits it between
+        # threads), so CPU workers run as many threads as the local executor does on this machine:
+        # the same bytes as --executor local, for some oversubscription when workers share cores.
+        threads = torch.get_num_threads()
+    log.info("Ray at %s: %d worker(s) on %s, %s CPU(s)%s and %d torch thread(s) each", address, n, device,
+             f"{cpu_share:g}", f", {gpu_share:g} GPU" if gpu_share else "", threads)
+    return RayCluster(device, n, cpu_share, gpu_share, threads, address)
+
+
+def _death_reason(error: BaseException) -> str:
+    """One line on why a worker died, from Ray's paragraph."""
+    text = " ".join(str(error).split())
+    for marker in ("exit detail:", "Error message:", "The actor died"):
+        if marker in text:
+            text = text[text.index(marker):]
+            break
+    return f"{type(error).__name__}: {text[:200]}"
+
+
+class _Run:
+    """One batch on the cluster: the driver's side (hand-out, records, saves, progress, worker deaths)."""
+
+    def __init__(self, cluster, factory, targets, output_dir, classes, run_fingerprint, force, progress, stop,
+                 batch_size, settings, manifest, object_ids):
+        self.cluster, self.factory, self.targets, self.classes = cluster, factory, targets, classes
+        self.fingerprint, self.progress, self.stop = run_fingerprint, progress, stop
+        self.folder = output_dir if isinstance(output_dir, OutputFolder) else OutputFolder(output_dir)
+        self.manifest = manifest if manifest is not None else self.folder.manifest()
+        if settings is not None:
+            self.manifest.settings = settings
+        self.stems = output_stems(targets)
+        self.todo, self.reviewed = targets_to_label(self.manifest, targets, self.stems, run_fingerprint, force)
+        self.new = [_Task(list(range(n, min(n + batch_size, len(self.todo)))))
+                    for n in range(0, len(self.todo), batch_size)]
+        self.new.reverse()  # popped from the end
+        self.retry: list[_Task] = []  # handed out before, its worker died: first in line
+        self.records: dict[int, TargetRecord] = {}  # to-do position -> record, waiting for its turn
+        self.committed = self.labeled = self.failed = self.start_failures = 0
+        self.object_ids = object_ids
+        self.slots: list[_Slot] = []
+        self.name = f"labeler-{uuid.uuid4().hex[:8]}"
+        self.started = 0
+
+    # -- workers --------------------------------------------------------------------------------------------
+    def _start(self, slot: _Slot) -> None:
+        c = self.cluster
+        self.started += 1
+        slot.actor = LabelWorker.options(
+            name=f"{self.name}-{slot.number}-{self.started}", num_cpus=c.cpus, num_gpus=c.gpus,
+            runtime_env={"env_vars": {"PYTHONPATH": str(PACKAGE.parent)}},  # where the package is a shared path
+        ).remote(self.factory, str(self.folder.root.absolute()), self.classes, c.threads, max(1, int(c.cpus)))
+        slot.starting = slot.actor.ready.remote()
+        slot.inflight = []
+
+    def _ready(self, slot: _Slot) -> None:
+        try:
+            info = ray.get(slot.starting)
+        except WORKER_GONE as e:
+            self.start_failures += 1
+            reason = _death_reason(e)
+            if self.start_failures >= START_FAILURES:
+                raise RuntimeError(f"Ray workers die before they are ready ({reason})") from None
+            log.warning("worker %d could not start (%s); starting another", slot.number, reason)
+            self._start(slot)
+            return
+        slot.starting = None
+        self.start_failures = 0
+        self.object_ids = info["object_ids"]
+        log.info("worker %d ready on %s (process %d, %d torch thread(s))", slot.number, info["host"], info["pid"],
+                 info["threads"])
+
+    def _died(self, slot: _Slot, error: BaseException) -> None:
+        """The slot's worker is gone: keep what it finished, hand out again what it did not, replace it."""
+        reason = _death_reason(error)
+        with contextlib.suppress(Exception):
+            ray.kill(slot.actor)  # a worker that is only unreachable must not finish these twice
+        inflight, slot.inflight = slot.inflight, []
+        log.warning("worker %d died (%s); %d chunk(s) it held go to the other workers", slot.number, reason,
+                    len(inflight))
+        for ref, task in inflight:
+            try:
+                self._accept(task, ray.get(ref, timeout=60))  # finished before the worker died
+                continue
+            except (*WORKER_GONE, GetTimeoutError):
+                pass
+            # Unfinished: it may have been the one being labeled. From now on it runs alone on a worker,
+            # so a second death is surely its own.
+            task.deaths += 1
+            if task.deaths < DEATHS:
+                self.retry.append(task)
+            elif len(task.positions) > 1:  # which of its targets? each alone
+                self.retry += [_Task([p], deaths=DEATHS - 1) for p in task.positions]
+            else:
+                p = task.positions[0]
+                why = f"its Ray worker died twice while labeling it ({reason})"
+                self._accept(task, [_failure(self.targets[self.todo[p]], self.stems[self.todo[p]], why)])
+        self.retry.sort(key=lambda t: t.positions[0])
+        self._start(slot)
+
+    # -- records --------------------------------------------------------------------------------------------
+    def _accept(self, task: _Task, records: list[TargetRecord]) -> None:
+        for p, record in zip(task.positions, records):
+            target = self.targets[self.todo[p]]  # workers read it by its absolute path; here it is as given
+            record = replace(record, path=target, error=record.error.replace(str(target.absolute()), str(target)))
+            if record.status == "failed":
+                log.error("skipped %s: %s", record.name, record.error)
+            self.records[p] = record
+        self.bar.update(len(task.positions))
+
+    def _commit(self, everything: bool = False) -> None:
+        """Record the records whose turn has come: target order, as the local executor records them.
+
+        everything: a batch cut short (an error, a second Ctrl-C) records what came back out of turn too.
+        """
+        while self.committed in self.records:
+            self._record(self.records.pop(self.committed))
+            self.committed += 1
+        if everything:
+            for p in sorted(self.records):
+                self._record(self.records.pop(p))
+
+    def _record(self, record: TargetRecord) -> None:
+        self.manifest.record(self.fingerprint, record)
+        self.labeled += record.status == "labeled"
+        self.failed += record.status == "failed"
+
+    def _save(self) -> None:
+        save_records(self.folder, self.manifest, self.targets, self.classes)
+
+    # -- the batch -----------------------------------------------------------------------------------------
+    def _hand_out(self, stopping: bool) -> None:
+        """Keep each ready worker IN_FLIGHT chunks busy; a chunk whose worker died runs alone, and first."""
+        for slot in sorted(self.slots, key=lambda s: len(s.inflight)):
+            while (slot.starting is None and len(slot.inflight) < IN_FLIGHT
+                   and not any(t.deaths for _, t in slot.inflight)):
+                if self.retry:
+                    if slot.inflight:
+                        break  # nothing new meanwhile: workers drain until one is free for it
+                    task = self.retry.pop(0)
+                elif self.new and not stopping:
+                    task = self.new.pop()
+                else:
+                    return
+                items = [(self.todo[p], str(self.targets[self.todo[p]].absolute()), self.stems[self.todo[p]])
+                         for p in task.positions]
+                if slot.inflight:
+                    slot.actor.read_ahead.remote(items)
+                slot.inflight.append((slot.actor.label.remote(items), task))
+
+    def _loop(self) -> bool:
+        """Hand out and collect until done (True) or stopped with chunks never handed out (False)."""
+        last_save = last_seen = time.monotonic()
+        while True:
+            stopping = self.stop is not None and self.stop.is_set()
+            self._hand_out(stopping)
+            waiting = {slot.starting: slot for slot in self.slots if slot.starting is not None}
+            running = {ref: slot for slot in self.slots for ref, _ in slot.inflight}
+            if not running and not self.retry and (stopping or not self.new):
+                return not self.new
+            done, _ = ray.wait([*running, *waiting], num_returns=1, timeout=0.5)
+            if not running and waiting and time.monotonic() - last_seen > PLACEMENT_WAIT:
+                log.warning("no Ray worker has started for %d s: can the cluster place %d worker(s) of %g CPU(s)%s? "
+                            "(`ray status` shows its resources)", PLACEMENT_WAIT, len(waiting), self.cluster.cpus,
+                            f" and {self.cluster.gpus:g} GPU" if self.cluster.gpus else "")
+                last_seen = time.monotonic()
+            if running:
+                last_seen = time.monotonic()
+            for ref in done:
+                if ref in waiting:
+                    self._ready(waiting[ref])
+                    continue
+                slot = running[ref]
+                if not any(r == ref for r, _ in slot.inflight):
+                    continue  # handled with its worker's death
+                try:
+                    records = ray.get(ref)
+                except WORKER_GONE as e:
+                    self._died(slot, e)
+                    continue
+                task = next(t for r, t in slot.inflight if r == ref)
+                slot.inflight = [(r, t) for r, t in slot.inflight if r != ref]
+                self._accept(task, records)
+            self._commit()
+            if time.monotonic() - last_save > SAVE_EVERY:
+                self._save()
+                last_save = time.monotonic()
+
+    def run(self) -> BatchSummary:
+        start = time.perf_counter()
+        remove_temp_files(self.folder.root)  # what a killed run may have left
+        finished = True
+        with logging_redirect_tqdm():
+            self.bar = tqdm(total=len(self.todo), unit="img", disable=not self.progress)
+            try:
+                if self.todo:
+                    self.slots = [_Slot(n + 1) for n in range(min(self.cluster.workers, len(self.new)))]
+                    for slot in self.slots:
+                        self._start(slot)
+                    finished = self._loop()
+            finally:
+                self.bar.close()
+                for slot in self.slots:
+                    with contextlib.suppress(Exception):
+                        ray.kill(slot.actor)
+                self._commit(everything=True)
+                self._save()
+                remove_temp_files(self.folder.root)  # a worker killed while writing
+        counts = ResultsTable(self.classes, self.manifest.records(self.targets)).present_counts()
+        return BatchSummary(
+            targets=len(self.targets), labeled=self.labeled, skipped=len(self.targets) - len(self.todo),
+            reviewed=len(self.reviewed), failed=self.failed,
+            present={k: counts.get(k, 0) for k in self.object_ids or []},
+            seconds=time.perf_counter() - start, interrupted=not finished,
+        )
