@@ -224,7 +224,7 @@ class Manifest:
             name: {**entry, "objects": [
                 {"id": o.id, "logit": o.logit, "present": o.present, "area": o.area,
                  "bbox": list(o.bbox) if o.bbox else None} for o in entry["objects"]]}
-            for name, entry in self.entries.items()
+            for name, entry in sorted(self.entries.items())  # one order, whichever executor recorded first
         }
         data = {"version": MANIFEST_VERSION, "settings": self.settings, "targets": targets}
         atomic_write_text(self.path, json.dumps(data, indent=1) + "\n")
