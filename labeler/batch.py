@@ -1,5 +1,10 @@
 """Running a batch: targets are read ahead, labeled one at a time, written behind, and recorded.
 
+Reading (decoding) and writing (post-processing, encoding) run on worker threads, as many of each
+as the process may use CPUs (their work, in PIL, OpenCV and NumPy, releases the GIL), with a fixed
+number of targets in flight; records are kept in target order, so any number of workers writes the
+same folder.
+
 A rerun skips targets the output folder's manifest records as labeled with the same fingerprint;
 a stop request (SIGINT, SIGTERM) ends the batch after the current target with every record saved.
 
@@ -14,10 +19,11 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import os
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +31,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .engine import Labeler
+from .engine import Labeler, forget_model_inputs, prepare_model_input
 from .files import remove_temp_files
 from .hashing import content_hash
 from .images import ImageReadError, read_rgb
@@ -33,7 +39,7 @@ from .output_folder import Manifest, OutputFolder, TargetRecord, output_stems
 from .writers import ResultsTable, TargetWriter, save_records
 
 log = logging.getLogger(__name__)
-PREFETCH = 2  # targets decoded ahead of the model; also the most writes left pending
+PREFETCH = 2  # targets decoded ahead of the model beyond one per worker; the same for writes left pending
 SAVE_EVERY = 2.0  # seconds between saves of manifest.json and results.csv during a batch
 
 
@@ -127,9 +133,29 @@ def label_chunk(labeler: Labeler, rgbs: list, paths: list[Path] | None = None) -
     return results
 
 
-def _record_failure(manifest, target: Path, stem: str, run_fingerprint: str, reason: str) -> None:
+def default_workers() -> int:
+    """Reading and writing threads each: the CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def read_target(path: Path, image_size: int | None):
+    """Decode a target and make its model input ahead, at `image_size` (what a reading worker runs per target)."""
+    rgb = read_rgb(path)
+    return prepare_model_input(rgb, image_size) if image_size else rgb
+
+
+def write_target(writer: TargetWriter, target: Path, stem: str, rgb, detections: list) -> TargetRecord:
+    """Write one labeled target's files and return its record (what a writing worker runs per target)."""
+    writer.write(stem, rgb, detections)
+    return TargetRecord.from_detections(target, stem, detections)
+
+
+def _failure(target: Path, stem: str, reason: str) -> Future:
+    """A failed target's record, queued like a write so that records keep the targets' order."""
     log.error("skipped %s: %s", target.name, reason)
-    manifest.record(run_fingerprint, TargetRecord(target, stem, "failed", error=" ".join(reason.split())))
+    done = Future()
+    done.set_result(TargetRecord(target, stem, "failed", error=" ".join(reason.split())))
+    return done
 
 
 def targets_to_label(manifest: Manifest, targets: list[Path], stems: list[str], run_fingerprint: str,
@@ -157,11 +183,13 @@ def run_batch(
     batch_size: int = 1,
     settings: dict | None = None,
     manifest: Manifest | None = None,
+    workers: int | None = None,
 ) -> BatchSummary:
     """Label the targets not yet labeled with `run_fingerprint` (all with `force`), then write results.csv.
 
     batch_size: targets per forward (refs mode; chain mode runs one at a time).
     settings: the run's settings, recorded in the manifest. manifest: the folder's, when the caller loaded it.
+    workers: reading and writing threads each (default: `default_workers()`); the outputs don't depend on it.
     """
     start = time.perf_counter()
     steady_heap()
@@ -186,17 +214,22 @@ def run_batch(
     def save():
         save_records(folder, manifest, targets, classes)
 
-    pending: deque = deque()  # (write future, record): recorded once the files are written
+    pending: deque = deque()  # futures of records, in target order: recorded once the files are written
 
     def finish_oldest():
-        future, record = pending.popleft()
-        future.result()
-        manifest.record(run_fingerprint, record)
+        manifest.record(run_fingerprint, pending.popleft().result())
 
+    workers = workers or default_workers()
     chunk = batch_size if labeler.memory == "refs" else 1
-    ahead = max(PREFETCH, chunk)
-    with ThreadPoolExecutor(1, "read") as reader, ThreadPoolExecutor(1, "write") as writes, logging_redirect_tqdm():
-        reads = deque(reader.submit(read_rgb, targets[i]) for i in todo[:ahead])
+    ahead = max(PREFETCH + workers, chunk)  # bounds the targets in flight: read ahead, and written behind
+    size = getattr(getattr(labeler, "predictor", None), "image_size", None)  # None: a stand-in model
+
+    def read(i):
+        return reader.submit(read_target, targets[i], size)
+
+    with ThreadPoolExecutor(workers, "read") as reader, ThreadPoolExecutor(workers, "write") as writes, \
+            logging_redirect_tqdm():
+        reads = deque(read(i) for i in todo[:ahead])
         bar = tqdm(total=len(todo), unit="img", disable=not progress)
         try:
             for n in range(0, len(todo), chunk):
@@ -205,27 +238,25 @@ def run_batch(
                     break
                 batch = todo[n : n + chunk]
                 for i in todo[n + ahead : n + ahead + len(batch)]:
-                    reads.append(reader.submit(read_rgb, targets[i]))
+                    reads.append(read(i))
                 images = {}
                 for i in batch:
                     try:
                         images[i] = reads.popleft().result()
                     except ImageReadError as e:
                         if i not in reviewed:
-                            _record_failure(manifest, targets[i], stems[i], run_fingerprint,
-                                            str(e).removeprefix(f"{targets[i]}: "))
+                            pending.append(_failure(targets[i], stems[i], str(e).removeprefix(f"{targets[i]}: ")))
                             failed += 1
                 chunk_results = label_chunk(labeler, list(images.values()), [targets[i] for i in images]) if images else []
                 for i, detections in zip(images, chunk_results):
                     if detections is None:
-                        _record_failure(manifest, targets[i], stems[i], run_fingerprint,
-                                        "out of GPU memory, twice (try a smaller --image-size or --batch-size)")
+                        pending.append(_failure(targets[i], stems[i], "out of GPU memory, twice "
+                                                "(try a smaller --image-size or --batch-size)"))
                         failed += 1
                         continue
                     if i in reviewed:
                         continue
-                    pending.append((writes.submit(writer.write, stems[i], images[i], detections),
-                                    TargetRecord.from_detections(targets[i], stems[i], detections)))
+                    pending.append(writes.submit(write_target, writer, targets[i], stems[i], images[i], detections))
                     labeled += 1
                 release_free_heap()
                 bar.update(len(batch))
@@ -237,7 +268,8 @@ def run_batch(
         finally:
             bar.close()
             for f in reads:
-                f.cancel()
+                if not f.cancel() and f.exception() is None:  # read, never labeled: its model input goes
+                    forget_model_inputs([f.result()])
             while pending:
                 finish_oldest()
             save()

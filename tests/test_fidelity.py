@@ -223,3 +223,29 @@ def test_several_targets_in_one_forward_equal_one_at_a_time(predictor, tmp_path)
         for obj_id, out in alone.items():
             assert abs(out.score_logit - batched[obj_id].score_logit) < TOL
             torch.testing.assert_close(batched[obj_id].mask_logits, out.mask_logits, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("size", [64, 256, 1024])
+def test_model_input_is_sam2_frame_loaders_bit_for_bit(tmp_path, size):
+    """Resized and normalised as `load_video_frames` does (whose normalisation is looked up, not computed)."""
+    from sam2.utils.misc import _load_img_as_tensor
+
+    from labeler.engine import to_model_input
+
+    path = save_jpeg(synthetic_image(5, size=(400, 300)), tmp_path / "t.jpg")
+    theirs = _load_img_as_tensor(path, size)[0].float()
+    theirs -= torch.tensor((0.485, 0.456, 0.406))[:, None, None]
+    theirs /= torch.tensor((0.229, 0.224, 0.225))[:, None, None]
+    assert torch.equal(to_model_input(read_rgb(path), size), theirs)
+
+
+def test_masks_are_each_objects_upsampled_logits_bit_for_bit(predictor, tmp_path):
+    """All objects are upsampled in one call; each mask equals its own logits upsampled alone, > 0."""
+    labeler = Labeler(predictor, _prompt_set(tmp_path, "three_objects_subsets"))
+    for size in [(W, H), (1280, 960), (97, 333)]:
+        rgb = synthetic_image(8, size=size)
+        outputs = labeler.predict(rgb)
+        for d in labeler._detections(rgb, outputs):
+            alone = F.interpolate(outputs[d.id].mask_logits.float(), size=rgb.shape[:2], mode="bilinear",
+                                  align_corners=False)[0, 0] > 0
+            np.testing.assert_array_equal(d.mask, alone.numpy())

@@ -1,0 +1,43 @@
+"""The local executor's parallel reading and writing: any number of workers writes the same folder."""
+
+from __future__ import annotations
+
+import threading
+
+from conftest import make_inputs
+from labeler import batch
+from labeler.engine import Labeler
+from labeler.images import list_images
+from labeler.prompts import PromptSet
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_parallel_reading_and_writing_gives_the_serial_folder_byte_for_byte(predictor, tmp_path, monkeypatch):
+    prompts_file, target_folder = make_inputs(tmp_path)  # the golden batch's inputs, an unreadable one included
+    prompts = PromptSet.load(prompts_file)
+    targets = [p for p in list_images(target_folder) if p.stem in ("broken", "same", "t20", "t22")]
+    writers: set[str] = set()
+    second = threading.Event()
+    write = batch.write_target
+
+    def write_target(*args):  # the first write waits for a second one, so that two threads write at once
+        writers.add(threading.current_thread().name)
+        if len(writers) == 1 and workers > 1:
+            assert second.wait(60), "no second writer started"
+        second.set()
+        return write(*args)
+
+    monkeypatch.setattr(batch, "write_target", write_target)
+    folders = {}
+    for workers in (1, 3):
+        writers.clear(), second.clear()
+        out = tmp_path / f"out{workers}"
+        summary = batch.run_batch(Labeler(predictor, prompts), targets, out, prompts.classes, "fp", progress=False,
+                                  workers=workers)
+        assert (summary.labeled, summary.failed) == (4, 1)
+        assert len(writers) == 1 if workers == 1 else len(writers) >= 2, writers
+        folders[workers] = _files(out)
+    assert folders[3] == folders[1]  # manifest.json too: records keep the targets' order
