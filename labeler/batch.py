@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .engine import Labeler, forget_model_inputs, prepare_model_input
+from .engine import Labeler, to_model_input
 from .files import remove_temp_files
 from .hashing import content_hash
 from .images import ImageReadError, read_rgb
@@ -110,16 +110,20 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def label_chunk(labeler: Labeler, rgbs: list, paths: list[Path] | None = None) -> list:
+def label_chunk(labeler: Labeler, rgbs: list, paths: list[Path] | None = None, inputs: list | None = None) -> list:
     """Detections for each image, or None for one that ran out of GPU memory twice.
 
     paths: the images' files, whose content hashes key the labeler's feature cache (if it has one).
+    inputs: their model inputs, made ahead (`read_target`). Stand-in labelers get neither.
     On running out of memory, what can be freed is freed and each image is retried once, alone.
     """
-    cached = paths is not None and getattr(labeler, "features", None) is not None  # stand-ins have no cache
-    hashes = ([content_hash(p) for p in paths],) if cached else ()
+    extra = {}
+    if paths is not None and getattr(labeler, "features", None) is not None:
+        extra["image_hashes"] = [content_hash(p) for p in paths]
+    if inputs is not None and all(x is not None for x in inputs):
+        extra["inputs"] = inputs
     try:
-        return labeler.label_many(rgbs, *hashes)
+        return labeler.label_many(rgbs, **extra)
     except torch.OutOfMemoryError:
         free_memory()
         log.warning("out of GPU memory; freed what could be freed and retrying once, one target at a time")
@@ -138,10 +142,11 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def read_target(path: Path, image_size: int | None):
-    """Decode a target and make its model input ahead, at `image_size` (what a reading worker runs per target)."""
+def read_target(path: Path, image_size: int | None) -> tuple:
+    """(rgb, model input): a target decoded, and resized and normalised for a model of `image_size`
+    (None: no model input), off the model's thread (what a reading worker runs per target)."""
     rgb = read_rgb(path)
-    return prepare_model_input(rgb, image_size) if image_size else rgb
+    return rgb, to_model_input(rgb, image_size) if image_size else None
 
 
 def write_target(writer: TargetWriter, target: Path, stem: str, rgb, detections: list) -> TargetRecord:
@@ -247,7 +252,8 @@ def run_batch(
                         if i not in reviewed:
                             pending.append(_failure(targets[i], stems[i], str(e).removeprefix(f"{targets[i]}: ")))
                             failed += 1
-                chunk_results = label_chunk(labeler, list(images.values()), [targets[i] for i in images]) if images else []
+                rgbs, inputs = zip(*images.values()) if images else ((), ())
+                chunk_results = label_chunk(labeler, list(rgbs), [targets[i] for i in images], list(inputs)) if images else []
                 for i, detections in zip(images, chunk_results):
                     if detections is None:
                         pending.append(_failure(targets[i], stems[i], "out of GPU memory, twice "
@@ -256,7 +262,7 @@ def run_batch(
                         continue
                     if i in reviewed:
                         continue
-                    pending.append(writes.submit(write_target, writer, targets[i], stems[i], images[i], detections))
+                    pending.append(writes.submit(write_target, writer, targets[i], stems[i], images[i][0], detections))
                     labeled += 1
                 release_free_heap()
                 bar.update(len(batch))
@@ -268,8 +274,7 @@ def run_batch(
         finally:
             bar.close()
             for f in reads:
-                if not f.cancel() and f.exception() is None:  # read, never labeled: its model input goes
-                    forget_model_inputs([f.result()])
+                f.cancel()
             while pending:
                 finish_oldest()
             save()

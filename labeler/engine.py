@@ -39,44 +39,18 @@ _NORMALISED = ((torch.from_numpy(np.arange(256) / 255.0).float()[None] - _MEAN) 
 
 
 def to_model_input(rgb: np.ndarray, image_size: int) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, S, S) float32, resized and normalised exactly as SAM 2's frame loader does.
-
-    Returns what `prepare_model_input` made ahead for this very array, when it did.
-    """
-    ready = _prepared.pop((id(rgb), image_size), None)
-    if ready is not None and ready[0] is rgb:
-        return ready[1]
+    """(H, W, 3) uint8 RGB -> (3, S, S) float32, resized and normalised exactly as SAM 2's frame loader does."""
     resized = np.asarray(Image.fromarray(rgb).resize((image_size, image_size), Image.BICUBIC))
     return torch.from_numpy(np.stack([_NORMALISED[c].take(resized[..., c]) for c in range(3)]))
 
 
-# (id, size) -> (the array, its model input). The array is held, so its id stays its own until used.
-_prepared: dict[tuple[int, int], tuple[np.ndarray, torch.Tensor]] = {}
-
-
-def prepare_model_input(rgb: np.ndarray, image_size: int) -> np.ndarray:
-    """Resize and normalise `rgb` now (on a reading thread), for the model's next `to_model_input` of it.
-
-    The resize takes 15-40 ms of CPU, which the model's thread would otherwise spend before each
-    forward. The input is made for this very array object: don't change its pixels in between.
-    Returns `rgb`; `forget_model_inputs` drops inputs the model never took.
-    """
-    _prepared[id(rgb), image_size] = (rgb, to_model_input(rgb, image_size))
-    return rgb
-
-
-def forget_model_inputs(rgbs) -> None:
-    """Drop the inputs `prepare_model_input` made for these arrays (a batch that stopped early)."""
-    ids = {id(rgb) for rgb in rgbs}
-    for key in [k for k, (rgb, _) in list(_prepared.items()) if id(rgb) in ids]:
-        _prepared.pop(key, None)
-
-
-def encode(predictor, rgbs: list[np.ndarray], features=None, image_hashes: list[str] | None = None) -> dict:
+def encode(predictor, rgbs: list[np.ndarray], features=None, image_hashes: list[str] | None = None,
+           inputs: list[torch.Tensor] | None = None) -> dict:
     """SAM 2's `forward_image` output for the images (batch T), read from the feature cache when it holds all of them.
 
     features: a `FeatureCache` (or None); image_hashes: the images' content hashes, its keys. When
     any image misses, the whole batch is encoded, exactly as without the cache, and stored.
+    inputs: the images' `to_model_input`, where a reading thread made them ahead.
     """
     device = predictor.device
     keys = entries = None
@@ -89,7 +63,9 @@ def encode(predictor, rgbs: list[np.ndarray], features=None, image_hashes: list[
         if all(e is not None for e in entries):
             levels = [torch.cat(level).to(device) for level in zip(*(e["levels"] for e in entries))]
             return sam2.backbone_output(predictor, levels, entries[0]["pos_dtypes"])
-    images = torch.stack([to_model_input(rgb, predictor.image_size) for rgb in rgbs]).to(device)
+    if inputs is None:
+        inputs = [to_model_input(rgb, predictor.image_size) for rgb in rgbs]
+    images = torch.stack(inputs).to(device)
     out = predictor.forward_image(images)
     if keys is not None:
         levels, pos_dtypes = sam2.feature_levels(out)
@@ -209,17 +185,19 @@ class Labeler:
             sam2.track_frame(predictor, state, k)
         sam2.forget_frame_features(state)
 
-    def predict_many(self, rgbs: list[np.ndarray], image_hashes: list[str] | None = None) -> list[dict[int, ObjectOutput]]:
+    def predict_many(self, rgbs: list[np.ndarray], image_hashes: list[str] | None = None,
+                     inputs: list[torch.Tensor] | None = None) -> list[dict[int, ObjectOutput]]:
         """SAM 2's raw outputs on targets ((H, W, 3) uint8 RGB), per object ID; several at once in refs mode.
 
         image_hashes: the targets' content hashes (`hashing.content_hash` of their files), which
-        key the feature cache; without them the encoder runs.
+        key the feature cache; without them the encoder runs. inputs: their `to_model_input`, made
+        ahead (by a reading thread); without them they are made here.
         """
         if self.memory == "chain" or not rgbs:
-            hashes = image_hashes or [None] * len(rgbs)
-            return [self._predict_chain(rgb, h) for rgb, h in zip(rgbs, hashes)]
+            hashes, inputs = image_hashes or [None] * len(rgbs), inputs or [None] * len(rgbs)
+            return [self._predict_chain(rgb, h, x) for rgb, h, x in zip(rgbs, hashes, inputs)]
         with torch.inference_mode(), _autocast(self.predictor.device):
-            backbone_out = encode(self.predictor, rgbs, self.features, image_hashes)
+            backbone_out = encode(self.predictor, rgbs, self.features, image_hashes, inputs)
             results = sam2.track_targets(self.predictor, backbone_out, self._groups)
         return [
             {obj_id: ObjectOutput(results[obj_id][0][t : t + 1], float(results[obj_id][1][t])) for obj_id in self.object_ids}
@@ -230,23 +208,26 @@ class Labeler:
         """SAM 2's raw outputs on one target, per object ID."""
         return self.predict_many([rgb])[0]
 
-    def _predict_chain(self, rgb: np.ndarray, image_hash: str | None) -> dict[int, ObjectOutput]:
+    def _predict_chain(self, rgb: np.ndarray, image_hash: str | None, model_input) -> dict[int, ObjectOutput]:
         state, frame_idx = self._state, self._next_frame
         if frame_idx >= self._num_frames:
             raise RuntimeError(f"chain mode was set up for {self._num_frames} frames")
         with torch.inference_mode(), _autocast(self.predictor.device):
             sam2.forget_frame_features(state)
             hashes = [image_hash] if image_hash is not None else None
-            sam2.encode_frame(state, frame_idx, encode(self.predictor, [rgb], self.features, hashes))
+            inputs = [model_input] if model_input is not None else None
+            sam2.encode_frame(state, frame_idx, encode(self.predictor, [rgb], self.features, hashes, inputs))
             outputs = sam2.track_frame(self.predictor, state, frame_idx)
             sam2.forget_frame_features(state)
         sam2.forget_old_frames(self.predictor, state, frame_idx)
         self._next_frame += 1
         return {obj_id: ObjectOutput(*out) for obj_id, out in outputs.items()}
 
-    def label_many(self, rgbs: list[np.ndarray], image_hashes: list[str] | None = None) -> list[list[Detection]]:
-        """One `Detection` per object ID for each target, masks at each target's own size (image_hashes: as `predict_many`)."""
-        outputs = self.predict_many(rgbs, image_hashes)
+    def label_many(self, rgbs: list[np.ndarray], image_hashes: list[str] | None = None,
+                   inputs: list[torch.Tensor] | None = None) -> list[list[Detection]]:
+        """One `Detection` per object ID for each target, masks at each target's own size (image_hashes,
+        inputs: as `predict_many`)."""
+        outputs = self.predict_many(rgbs, image_hashes, inputs)
         return [self._detections(rgb, out) for rgb, out in zip(rgbs, outputs)]
 
     def label(self, rgb: np.ndarray) -> list[Detection]:

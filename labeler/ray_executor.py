@@ -43,10 +43,11 @@ from ray.exceptions import GetTimeoutError, RayActorError, WorkerCrashedError
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .batch import SAVE_EVERY, BatchSummary, label_chunk, release_free_heap, steady_heap, targets_to_label
+from .batch import (SAVE_EVERY, BatchSummary, label_chunk, read_target, release_free_heap, steady_heap,
+                    targets_to_label, write_target)
 from .errors import UsageError
 from .files import remove_temp_files
-from .images import ImageReadError, read_rgb
+from .images import ImageReadError
 from .output_folder import Manifest, OutputFolder, TargetRecord, output_stems
 from .prompts import PromptSet
 from .writers import ResultsTable, TargetWriter, save_records
@@ -102,6 +103,7 @@ class LabelWorker:
         torch.set_num_threads(threads)
         steady_heap()
         self.labeler = factory()
+        self.size = getattr(getattr(self.labeler, "predictor", None), "image_size", None)  # None: a stand-in
         self.writer = TargetWriter(OutputFolder(root), classes)
         self.io = ThreadPoolExecutor(io_threads, "io")
         self.ahead: dict[int, object] = {}  # target index -> future of its decoded image
@@ -122,7 +124,7 @@ class LabelWorker:
                 if i in self.missed:
                     self.missed.discard(i)
                 else:
-                    self.ahead[i] = self.io.submit(read_rgb, path)
+                    self.ahead[i] = self.io.submit(read_target, path, self.size)
 
     def label(self, items: list[tuple[int, str, str]]) -> list[TargetRecord]:
         """Label (index, target path, output stem) items as one chunk; their records, in order."""
@@ -132,7 +134,7 @@ class LabelWorker:
                 future = self.ahead.pop(i, None)
                 if future is None:
                     self.missed.add(i)
-                    future = self.io.submit(read_rgb, path)
+                    future = self.io.submit(read_target, path, self.size)
                 reads.append(future)
         records, images = {}, {}
         for (i, path, stem), future in zip(items, reads):
@@ -141,16 +143,16 @@ class LabelWorker:
             except ImageReadError as e:
                 records[i] = _failure(path, stem, str(e).removeprefix(f"{path}: "))
         stems, paths = {i: s for i, _, s in items}, {i: p for i, p, _ in items}
-        detections = label_chunk(self.labeler, list(images.values()), [Path(paths[i]) for i in images]) if images else []
-        writes = []
-        for i, found in zip(images, detections):
+        rgbs, inputs = zip(*images.values()) if images else ((), ())
+        detections = label_chunk(self.labeler, list(rgbs), [Path(paths[i]) for i in images], list(inputs))
+        writes = {}
+        for i, rgb, found in zip(images, rgbs, detections):
             if found is None:
                 records[i] = _failure(paths[i], stems[i], OOM)
-                continue
-            writes.append(self.io.submit(self.writer.write, stems[i], images[i], found))
-            records[i] = TargetRecord.from_detections(Path(paths[i]), stems[i], found)
-        for w in writes:
-            w.result()  # recorded only once its files are written
+            else:
+                writes[i] = self.io.submit(write_target, self.writer, Path(paths[i]), stems[i], rgb, found)
+        for i, write in writes.items():
+            records[i] = write.result()  # returned only once its files are written
         release_free_heap()
         return [records[i] for i, _, _ in items]
 
