@@ -229,14 +229,14 @@ def uninterrupted(test_checkpoint, tmp_path_factory):
     args = ["--prompts", DEMO / "prompts.json", "--targets", _targets(root, 6),  # 36 targets
             "--checkpoint", test_checkpoint, "--image-size", IMAGE_SIZE, "--quiet"]
     assert run_main(*args, "--output", root / "whole").returncode == 0
-    return args, _files(root / "whole")
+    return root, args, _files(root / "whole")
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
-def test_interrupted_batch_resumes_to_the_same_outputs(uninterrupted, tmp_path, how):
-    args, whole = uninterrupted
+def test_interrupted_batch_resumes_to_the_same_outputs(uninterrupted, how):
+    root, args, whole = uninterrupted
 
-    out = tmp_path / "out"
+    out = root / f"out-{how.name}"  # beside "whole": the manifest names the targets folder relative to it
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--headless", *map(str, args), "--output", str(out)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_labels(out, proc, 8)
