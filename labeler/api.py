@@ -18,6 +18,7 @@ import numpy as np
 
 from . import defaults
 from .detections import Detection
+from .hashing import content_hash
 from .errors import UsageError
 from .images import ImageReadError, pil_to_rgb, read_rgb
 from .prompts import PromptSet, as_prompt_set
@@ -69,13 +70,14 @@ class Labeler:
     """
 
     def __init__(self, predictor, prompts: PromptSet, memory: str = defaults.MEMORY,
-                 threshold: float = defaults.THRESHOLD):
+                 threshold: float = defaults.THRESHOLD, features=None):
         from .engine import Labeler as Core
 
         if memory not in ("refs", "chain"):
             raise UsageError(f"memory mode {memory!r}: choose refs or chain")
         self.predictor, self.prompts, self.memory, self.threshold = predictor, prompts, memory, threshold
-        self._core = Core(predictor, prompts, memory="refs", threshold=threshold) if memory == "refs" else None
+        self.features = features  # a FeatureCache: images given as paths skip the encoder when it holds them
+        self._core = Core(predictor, prompts, "refs", threshold, features=features) if memory == "refs" else None
 
     @classmethod
     def from_pretrained(
@@ -87,20 +89,27 @@ class Labeler:
         device: str = defaults.DEVICE,
         memory: str = defaults.MEMORY,
         threshold: float = defaults.THRESHOLD,
+        cache: str | os.PathLike | bool | None = defaults.CACHE,
+        cache_size_gb: float = defaults.CACHE_SIZE_GB,
     ) -> Labeler:
         """Build SAM 2.1 `model` from a local checkpoint and condition it on `prompts` (a PromptSet or a path).
 
         checkpoint: a file, None for checkpoints/sam2.1_hiera_<model>.pt, or "none" for untrained
         weights (tests only). Nothing is downloaded: a missing checkpoint raises UsageError naming
         `python main.py download`. image_size: the model's input size (None: 1024). device: auto,
-        cpu, cuda or mps.
+        cpu, cuda or mps. cache, cache_size_gb: the feature cache, as `label_batch`'s (images given
+        as paths whose features it holds skip the image encoder).
         """
         from .model import build_predictor, resolve_device
         prompts = as_prompt_set(prompts)
         if memory not in ("refs", "chain"):
             raise UsageError(f"memory mode {memory!r}: choose refs or chain")
+        from .feature_cache import feature_cache_for
+        from .model import check_checkpoint
+
         predictor = build_predictor(model, checkpoint, image_size, resolve_device(device))
-        return cls(predictor, prompts, memory=memory, threshold=threshold)
+        features = feature_cache_for(cache, cache_size_gb, model, check_checkpoint(model, checkpoint), predictor)
+        return cls(predictor, prompts, memory=memory, threshold=threshold, features=features)
 
     @property
     def object_ids(self) -> list[int]:
@@ -121,7 +130,8 @@ class Labeler:
             from .engine import Labeler as Core
 
             images = list(images)
-            core, batch_size = Core(self.predictor, self.prompts, "chain", self.threshold, len(images)), 1
+            core = Core(self.predictor, self.prompts, "chain", self.threshold, len(images), self.features)
+            batch_size = 1
         else:
             core = self._core
         chunk: list = []
@@ -144,6 +154,8 @@ class Labeler:
                 continue
             results.append(LabelResult(source, rgb.shape[:2]))
             readable.append((results[-1], rgb))
-        for result, detections in zip([r for r, _ in readable], core.label_many([rgb for _, rgb in readable])):
+        sources = [r.source for r, _ in readable]
+        hashes = [content_hash(p) for p in sources] if self.features and None not in sources else None
+        for result, detections in zip([r for r, _ in readable], core.label_many([rgb for _, rgb in readable], hashes)):
             result.detections = sorted(detections, key=lambda d: d.id)
         return results

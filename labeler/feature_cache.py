@@ -58,6 +58,17 @@ def model_key(model: str, checkpoint: Path | None, image_size: int, device: torc
     return json.dumps(parts, sort_keys=True)
 
 
+def feature_cache_for(cache, size_gb: float, model: str, checkpoint: Path | None, predictor) -> FeatureCache | None:
+    """The feature cache for this predictor: None when `cache` is False, or None on CUDA (where encoding is fast).
+
+    cache: a folder, None for `default_folder()`, or False. size_gb: its size cap.
+    """
+    if cache is False or (cache is None and predictor.device.type == "cuda"):
+        return None
+    key = model_key(model, checkpoint, predictor.image_size, predictor.device)
+    return FeatureCache(default_folder() if cache is None else Path(cache), int(size_gb * 1e9), key)
+
+
 class FeatureCache:
     """Image-encoder features on disk, one file per (model, image).
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from . import defaults
 from .errors import UsageError
 from .exports import parse_formats
-from .images import list_images
 from .hashing import content_hash
+from .images import list_images
 from .model import UNTRAINED, check_checkpoint, check_image_size, input_size, resolve_device
 from .output_folder import OutputFolder, fingerprint
 from .prompts import PromptSet, as_prompt_set
@@ -171,14 +171,16 @@ def label_batch(
             "formats": formats, "taught": _taught_kept(manifest, prompts, folder),
         }
         run = run_fingerprint(prompts, model, checkpoint_path, size, device_type, memory, threshold)
+        from .feature_cache import feature_cache_for
+
         if ray_run:  # each worker builds its predictor, and its feature cache for it
             from .ray_executor import LabelerSpec
 
-            features = functools.partial(_feature_cache, cache, cache_size_gb, model, checkpoint_path)
+            features = functools.partial(feature_cache_for, cache, cache_size_gb, model, checkpoint_path)
             predictor = LabelerSpec(prompts, model, str(checkpoint_path.absolute()) if checkpoint_path else UNTRAINED,
                                     size, device_type, memory, threshold, features)
         else:
-            features = _feature_cache(cache, cache_size_gb, model, checkpoint_path, predictor)
+            features = feature_cache_for(cache, cache_size_gb, model, checkpoint_path, predictor)
         summary = _label(predictor, prompts, target_list, folder, manifest, run, settings, memory, threshold,
                          batch_size, force, progress, stop, features, ray_run)
         del predictor  # SAM 3D needs the GPU memory
@@ -220,16 +222,6 @@ def _taught_kept(manifest, prompts: PromptSet, folder: OutputFolder) -> list[str
         log.warning("these prompts drop %d reference(s) taught in a review (%s); to keep them, pass "
                     "--prompts %s", len(dropped), ", ".join(Path(t).name for t in dropped), folder.prompts_json)
     return [t for t in taught if t in images]
-
-
-def _feature_cache(cache, size_gb: float, model: str, checkpoint: Path | None, predictor):
-    """The run's `FeatureCache`, or None (`cache` False, or None on CUDA, where encoding is fast)."""
-    if cache is False or (cache is None and predictor.device.type == "cuda"):
-        return None
-    from .feature_cache import FeatureCache, default_folder, model_key
-
-    key = model_key(model, checkpoint, predictor.image_size, predictor.device)
-    return FeatureCache(default_folder() if cache is None else Path(cache), int(size_gb * 1e9), key)
 
 
 def _checked(parse, value):

@@ -82,7 +82,7 @@ class LabelerSpec:
     device: str
     memory: str = "refs"
     threshold: float = 0.0
-    features: Callable | None = None  # predictor -> its FeatureCache or None (pipeline._feature_cache, bound)
+    features: Callable | None = None  # predictor -> its FeatureCache or None (feature_cache.feature_cache_for, bound)
 
     def __call__(self):
         from .engine import Labeler

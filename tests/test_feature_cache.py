@@ -17,6 +17,7 @@ import labeler
 from labeler import feature_cache
 from labeler.feature_cache import FeatureCache, cache_command
 from labeler.hashing import ContentHasher
+from labeler.images import read_rgb
 from labeler.model import build_predictor
 
 from conftest import IMAGE_SIZE
@@ -225,3 +226,21 @@ def test_a_folder_identified_by_file_time_is_relabeled_once_and_says_why(golden_
     assert "file time" not in caplog.text
     same = {k: v for k, v in files_of(golden_run[1]).items() if k != "manifest.json"}  # it names the targets' folder
     assert {k: v for k, v in files_of(out).items() if k != "manifest.json"} == same
+
+
+def test_the_python_api_reads_features_of_paths_back(test_checkpoint, tmp_path):
+    from conftest import ROOT
+
+    demo = ROOT / "assets" / "demo"
+    lab = labeler.Labeler.from_pretrained(demo / "prompts.json", checkpoint=test_checkpoint, image_size=IMAGE_SIZE,
+                                          cache=tmp_path / "c")
+    encoded = []
+    lab.predictor.image_encoder.register_forward_pre_hook(lambda m, args: encoded.append(args[0].shape[0]))
+    target = sorted((demo / "targets").iterdir())[0]
+    first = lab.label(target)
+    again = lab.label(target)
+    assert sum(encoded) == 1  # the second time from the cache
+    assert [(d.id, d.logit) for d in first.detections] == [(d.id, d.logit) for d in again.detections]
+    assert all((a.mask == b.mask).all() for a, b in zip(first.detections, again.detections))
+    lab.label(read_rgb(target))  # an array has no file to key it: encoded
+    assert sum(encoded) == 2
