@@ -300,7 +300,10 @@ class _Run:
         self.started += 1
         slot.actor = LabelWorker.options(
             name=f"{self.name}-{slot.number}-{self.started}", num_cpus=c.cpus, num_gpus=c.gpus,
-            runtime_env={"env_vars": {"PYTHONPATH": str(PACKAGE.parent)}},  # where the package is a shared path
+            # PYTHONPATH: where the package is a shared path. OMP_WAIT_POLICY: as main.py sets it, so a
+            # worker's idle OpenMP threads don't spin on the CPUs its reading and writing threads need.
+            runtime_env={"env_vars": {"PYTHONPATH": str(PACKAGE.parent),
+                                      "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}},
         ).remote(self.factory, str(self.folder.root.absolute()), self.classes, c.threads, max(1, int(c.cpus)))
         slot.starting = slot.actor.ready.remote()
         slot.inflight = []
