@@ -36,7 +36,7 @@ class ContentHasher:
     def __init__(self, db_path: Path | None):
         self.db_path = db_path
         self._memory: dict[tuple[str, int, int], str] = {}
-        self._lock = threading.Lock()  # the reader threads and the batch loop hash at the same time
+        self._lock = threading.Lock()  # reading threads hash at the same time
         self._db: sqlite3.Connection | None = None
         self._db_tried = db_path is None
 
@@ -60,11 +60,15 @@ class ContentHasher:
         path = os.path.abspath(path)
         st = os.stat(path)
         key = (path, st.st_size, st.st_mtime_ns)
-        with self._lock:
-            digest = self._memory.get(key)
-            if digest is None:
-                digest = self._remembered(key) or self._hash_and_remember(key)
+        with self._lock:  # the memory and the database; the hashing itself runs on the caller's thread
+            digest = self._memory.get(key) or self._remembered(key)
+            if digest is not None:
                 self._memory[key] = digest
+                return digest
+        digest = _sha256(path)
+        with self._lock:
+            self._memory[key] = digest
+            self._remember(key, digest)
         return digest
 
     def _remembered(self, key: tuple[str, int, int]) -> str | None:
@@ -77,12 +81,7 @@ class ContentHasher:
             return None
         return row[2] if row is not None and tuple(row[:2]) == key[1:] else None
 
-    def _hash_and_remember(self, key: tuple[str, int, int]) -> str:
-        sha = hashlib.sha256()
-        with open(key[0], "rb") as f:
-            while chunk := f.read(1 << 20):
-                sha.update(chunk)
-        digest = sha.hexdigest()
+    def _remember(self, key: tuple[str, int, int], digest: str) -> None:
         db = self._database()
         if db is not None:
             try:
@@ -90,7 +89,14 @@ class ContentHasher:
                 db.commit()
             except sqlite3.Error as e:  # a full or read-only disk: remembered in memory only
                 log.debug("could not remember the hash of %s: %s", key[0], e)
-        return digest
+
+
+def _sha256(path: str) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 _hashers: dict[Path, ContentHasher] = {}
