@@ -110,16 +110,20 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def label_chunk(labeler: Labeler, rgbs: list, paths: list[Path] | None = None, inputs: list | None = None) -> list:
+OUT_OF_MEMORY = "out of GPU memory, twice (try a smaller --image-size or --batch-size)"
+
+
+def label_chunk(labeler: Labeler, rgbs: list, image_hashes: list[str] | None = None,
+                inputs: list | None = None) -> list:
     """Detections for each image, or None for one that ran out of GPU memory twice.
 
-    paths: the images' files, whose content hashes key the labeler's feature cache (if it has one).
+    image_hashes: the images' content hashes, which key the labeler's feature cache (if it has one).
     inputs: their model inputs, made ahead (`read_target`). Stand-in labelers get neither.
     On running out of memory, what can be freed is freed and each image is retried once, alone.
     """
     extra = {}
-    if paths is not None and getattr(labeler, "features", None) is not None:
-        extra["image_hashes"] = [content_hash(p) for p in paths]
+    if image_hashes is not None and getattr(labeler, "features", None) is not None:
+        extra["image_hashes"] = image_hashes
     if inputs is not None and all(x is not None for x in inputs):
         extra["inputs"] = inputs
     try:
@@ -143,21 +147,50 @@ def default_workers() -> int:
 
 
 def read_target(path: Path, image_size: int | None) -> tuple:
-    """(rgb, model input): a target decoded, and resized and normalised for a model of `image_size`
-    (None: no model input), off the model's thread (what a reading worker runs per target)."""
+    """(rgb, model input, content hash): a target decoded, resized and normalised for a model of
+    `image_size` (None: no model input), and hashed, off the model's thread (a reading worker's job)."""
     rgb = read_rgb(path)
-    return rgb, to_model_input(rgb, image_size) if image_size else None
+    return rgb, to_model_input(rgb, image_size) if image_size else None, content_hash(path)
 
 
-def write_target(writer: TargetWriter, target: Path, stem: str, rgb, detections: list) -> TargetRecord:
+def label_and_write(labeler: Labeler, writer: TargetWriter, writes: ThreadPoolExecutor,
+                    chunk: list[tuple[Path, str, Future, bool]]) -> list[Future | None]:
+    """Label one chunk of targets and queue their files' writing on `writes`; a future of each record, in order.
+
+    chunk: (target, output stem, future of its `read_target`, kept) per target. A target that can't
+    be read, or ran out of GPU memory twice, gets a failed record; one not kept (a reviewed frame
+    that only feeds a chain) is labeled but not written: None. Both executors run this per chunk.
+    """
+    read, failures = [], {}
+    for n, (target, _, reading, _) in enumerate(chunk):
+        try:
+            read.append((n, *reading.result()))
+        except ImageReadError as e:
+            failures[n] = str(e).removeprefix(f"{target}: ")
+    results = label_chunk(labeler, [r[1] for r in read], [r[3] for r in read], [r[2] for r in read]) if read else []
+    records: list[Future | None] = [None] * len(chunk)
+    for (n, rgb, _, file_hash), detections in zip(read, results):
+        target, stem, _, kept = chunk[n]
+        if detections is None:
+            failures[n] = OUT_OF_MEMORY
+        elif kept:
+            records[n] = writes.submit(write_target, writer, target, stem, rgb, detections, file_hash)
+    for n, reason in failures.items():
+        target, stem, _, kept = chunk[n]
+        if kept:
+            records[n] = _failure(target, stem, reason)
+    return records
+
+
+def write_target(writer: TargetWriter, target: Path, stem: str, rgb, detections: list,
+                 file_hash: str = "") -> TargetRecord:
     """Write one labeled target's files and return its record (what a writing worker runs per target)."""
     writer.write(stem, rgb, detections)
-    return TargetRecord.from_detections(target, stem, detections)
+    return TargetRecord.from_detections(target, stem, detections, file_hash)
 
 
 def _failure(target: Path, stem: str, reason: str) -> Future:
     """A failed target's record, queued like a write so that records keep the targets' order."""
-    log.error("skipped %s: %s", target.name, reason)
     done = Future()
     done.set_result(TargetRecord(target, stem, "failed", error=" ".join(reason.split())))
     return done
@@ -212,7 +245,7 @@ def run_batch(
         todo = sorted(set(todo) | reviewed)
     remove_temp_files(folder.root)  # what a killed run may have left
     writer = TargetWriter(folder, classes)
-    labeled = failed = 0
+    done = {"labeled": 0, "failed": 0}
     interrupted = False
     last_save = time.monotonic()
 
@@ -222,7 +255,11 @@ def run_batch(
     pending: deque = deque()  # futures of records, in target order: recorded once the files are written
 
     def finish_oldest():
-        manifest.record(run_fingerprint, pending.popleft().result())
+        record = pending.popleft().result()
+        if record.status == "failed":
+            log.error("skipped %s: %s", record.name, record.error)
+        manifest.record(run_fingerprint, record)
+        done[record.status] += 1
 
     workers = workers or default_workers()
     chunk = batch_size if labeler.memory == "refs" else 1
@@ -244,26 +281,8 @@ def run_batch(
                 batch = todo[n : n + chunk]
                 for i in todo[n + ahead : n + ahead + len(batch)]:
                     reads.append(read(i))
-                images = {}
-                for i in batch:
-                    try:
-                        images[i] = reads.popleft().result()
-                    except ImageReadError as e:
-                        if i not in reviewed:
-                            pending.append(_failure(targets[i], stems[i], str(e).removeprefix(f"{targets[i]}: ")))
-                            failed += 1
-                rgbs, inputs = zip(*images.values()) if images else ((), ())
-                chunk_results = label_chunk(labeler, list(rgbs), [targets[i] for i in images], list(inputs)) if images else []
-                for i, detections in zip(images, chunk_results):
-                    if detections is None:
-                        pending.append(_failure(targets[i], stems[i], "out of GPU memory, twice "
-                                                "(try a smaller --image-size or --batch-size)"))
-                        failed += 1
-                        continue
-                    if i in reviewed:
-                        continue
-                    pending.append(writes.submit(write_target, writer, targets[i], stems[i], images[i][0], detections))
-                    labeled += 1
+                items = [(targets[i], stems[i], reads.popleft(), i not in reviewed) for i in batch]
+                pending.extend(r for r in label_and_write(labeler, writer, writes, items) if r is not None)
                 release_free_heap()
                 bar.update(len(batch))
                 while len(pending) > ahead:
@@ -281,10 +300,10 @@ def run_batch(
     counts = ResultsTable(classes, manifest.records(targets)).present_counts()
     return BatchSummary(
         targets=len(targets),
-        labeled=labeled,
+        labeled=done["labeled"],
         skipped=len(targets) - len(todo) + len(reviewed & set(todo)),
         reviewed=len(reviewed),
-        failed=failed,
+        failed=done["failed"],
         present={k: counts.get(k, 0) for k in labeler.object_ids},
         seconds=time.perf_counter() - start,
         interrupted=interrupted,

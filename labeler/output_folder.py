@@ -97,6 +97,7 @@ class TargetRecord:
     objects: list[ObjectRecord] = field(default_factory=list)
     error: str = ""
     review: dict | None = None  # {"state": accepted|corrected|excluded, "time": ISO 8601, "ids": [...]}
+    file_hash: str = ""  # the target file's content hash, where whoever read it computed it ("": not yet)
 
     @property
     def review_state(self) -> str:
@@ -104,10 +105,10 @@ class TargetRecord:
         return self.review["state"] if self.review else "unreviewed"
 
     @classmethod
-    def from_detections(cls, path: Path, stem: str, detections) -> TargetRecord:
+    def from_detections(cls, path: Path, stem: str, detections, file_hash: str = "") -> TargetRecord:
         """A labeled target's record: one ObjectRecord per Detection, in ID order."""
         objects = [ObjectRecord.from_detection(d) for d in sorted(detections, key=lambda d: d.id)]
-        return cls(Path(path), stem, "labeled", objects)
+        return cls(Path(path), stem, "labeled", objects, file_hash=file_hash)
 
     @property
     def name(self) -> str:
@@ -184,8 +185,10 @@ class Manifest:
     def record(self, run_fingerprint: str, record: TargetRecord) -> None:
         self.entries[record.name] = {
             "fingerprint": run_fingerprint,
-            # Only a labeled target is matched by content (a failed one may not even be readable).
-            "file": content_hash(record.path) if record.status == "labeled" else "", "stem": record.stem,
+            # Only a labeled target is matched by content (a failed one may not even be readable); the
+            # hash its reader computed saves reading it again here (over a cluster's file system).
+            "file": (record.file_hash or content_hash(record.path)) if record.status == "labeled" else "",
+            "stem": record.stem,
             "status": record.status, "error": record.error, "objects": list(record.objects),
         }
         if record.review:

@@ -6,8 +6,8 @@ of `batch_size` consecutive targets of the same to-do list as the local executor
 at most IN_FLIGHT per worker, and records each chunk's records in target order as they come back, so the
 output folder is byte-identical to a local run's. Each worker (`LabelWorker`) builds one `Labeler` from a
 `LabelerSpec` (settings and prompts as data), reads its chunk (the next chunk ahead, while the current one
-is labeled), labels it with `batch.label_chunk`, writes every target's files with the atomic
-`TargetWriter` and returns the records; only the driver writes manifest.json and results.csv.
+is labeled), labels it and writes every target's files with `batch.label_and_write` (the atomic
+`TargetWriter`), and returns the records; only the driver writes manifest.json and results.csv.
 
 A worker that dies (killed, out of memory, node lost) is replaced by a new one, and the chunks it had
 not finished are handed out again, whole (the same grouping, so the same bytes), each alone on a worker,
@@ -43,11 +43,10 @@ from ray.exceptions import GetTimeoutError, RayActorError, WorkerCrashedError
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .batch import (SAVE_EVERY, BatchSummary, label_chunk, read_target, release_free_heap, steady_heap,
-                    targets_to_label, write_target)
+from .batch import (SAVE_EVERY, BatchSummary, label_and_write, read_target, release_free_heap, steady_heap,
+                    targets_to_label)
 from .errors import UsageError
 from .files import remove_temp_files
-from .images import ImageReadError
 from .output_folder import Manifest, OutputFolder, TargetRecord, output_stems
 from .prompts import PromptSet
 from .writers import ResultsTable, TargetWriter, save_records
@@ -58,7 +57,6 @@ DEATHS = 2  # a chunk in flight when its worker died this often is split; a sing
 PLACEMENT_WAIT = 120  # seconds without a ready worker before the run says it is still waiting for one
 START_FAILURES = 3  # workers in a row that die before they are ready: the batch stops with the reason
 PACKAGE = Path(__file__).resolve().parent
-OOM = "out of GPU memory, twice (try a smaller --image-size or --batch-size)"
 try:  # the exceptions that mean "the worker process is gone", as far as this Ray version has them
     from ray.exceptions import OutOfMemoryError as _RayOOM
     WORKER_GONE = (RayActorError, WorkerCrashedError, _RayOOM)
@@ -136,29 +134,12 @@ class LabelWorker:
                     self.missed.add(i)
                     future = self.io.submit(read_target, path, self.size)
                 reads.append(future)
-        records, images = {}, {}
-        for (i, path, stem), future in zip(items, reads):
-            try:
-                images[i] = future.result()
-            except ImageReadError as e:
-                records[i] = _failure(path, stem, str(e).removeprefix(f"{path}: "))
-        stems, paths = {i: s for i, _, s in items}, {i: p for i, p, _ in items}
-        rgbs, inputs = zip(*images.values()) if images else ((), ())
-        detections = label_chunk(self.labeler, list(rgbs), [Path(paths[i]) for i in images], list(inputs))
-        writes = {}
-        for i, rgb, found in zip(images, rgbs, detections):
-            if found is None:
-                records[i] = _failure(paths[i], stems[i], OOM)
-            else:
-                writes[i] = self.io.submit(write_target, self.writer, Path(paths[i]), stems[i], rgb, found)
-        for i, write in writes.items():
-            records[i] = write.result()  # returned only once its files are written
+        chunk = [(Path(path), stem, future, True) for (_, path, stem), future in zip(items, reads)]
+        records = [r.result() for r in label_and_write(self.labeler, self.writer, self.io, chunk)]
         release_free_heap()
-        return [records[i] for i, _, _ in items]
+        return records  # only once their files are written
 
 
-def _failure(path, stem: str, reason: str) -> TargetRecord:
-    return TargetRecord(Path(path), stem, "failed", error=" ".join(str(reason).split()))
 
 
 @dataclass
@@ -349,7 +330,8 @@ class _Run:
             else:
                 p = task.positions[0]
                 why = f"its Ray worker died twice while labeling it ({reason})"
-                self._accept(task, [_failure(self.targets[self.todo[p]], self.stems[self.todo[p]], why)])
+                self._accept(task, [TargetRecord(self.targets[self.todo[p]], self.stems[self.todo[p]], "failed",
+                                                 error=why)])
         self.retry.sort(key=lambda t: t.positions[0])
         self._start(slot)
 
