@@ -160,30 +160,39 @@ def label_batch(
         if classes:
             prompts = PromptSet(prompts.references, {**prompts.classes, **classes})
         manifest = folder.manifest()
+        checkpoint_name = str(checkpoint_path.absolute()) if checkpoint_path else UNTRAINED
         if manifest.identified_by_time:
             log.info("%s identifies targets by file time, as labelers before content hashes did: every target "
                      "is labeled once more, and from then on by content", folder.manifest_json)
         settings = {
             "model": model, "image_size": size, "device": device_type, "memory": memory,
             "threshold": threshold,
-            "checkpoint": str(checkpoint_path.absolute()) if checkpoint_path else UNTRAINED,
+            "checkpoint": checkpoint_name,
             "targets": os.path.relpath(Path(targets).absolute(), folder.root.absolute()),
             "formats": formats, "taught": _taught_kept(manifest, prompts, folder),
         }
         run = run_fingerprint(prompts, model, checkpoint_path, size, device_type, memory, threshold)
         from .feature_cache import feature_cache_for
 
-        if ray_run:  # each worker builds its predictor, and its feature cache for it
+        # Each Ray worker builds its own predictor, and its own feature cache for it.
+        cache_for = functools.partial(feature_cache_for, cache, cache_size_gb, model, checkpoint_path)
+        # Record what this batch is conditioned on, so it can be rerun headless.
+        prompts.save(folder.prompts_json)
+        log.info("%d reference(s), %d target(s), memory mode %s", len(prompts.references), len(target_list), memory)
+        batch = dict(force=force, progress=progress, stop=stop, batch_size=batch_size, settings=settings,
+                     manifest=manifest)
+        if ray_run:
             from .ray_executor import LabelerSpec
 
-            features = functools.partial(feature_cache_for, cache, cache_size_gb, model, checkpoint_path)
-            predictor = LabelerSpec(prompts, model, str(checkpoint_path.absolute()) if checkpoint_path else UNTRAINED,
-                                    size, device_type, memory, threshold, features)
+            spec = LabelerSpec(prompts, model, checkpoint_name, size, device_type, memory, threshold, cache_for)
+            summary = ray_run.run_batch(spec, target_list, folder, prompts.classes, run, **batch,
+                                        object_ids=prompts.object_ids)
         else:
-            features = feature_cache_for(cache, cache_size_gb, model, checkpoint_path, predictor)
-        summary = _label(predictor, prompts, target_list, folder, manifest, run, settings, memory, threshold,
-                         batch_size, force, progress, stop, features, ray_run)
+            summary = _label(predictor, cache_for(predictor), prompts, target_list, folder, run, memory, threshold,
+                             batch)
         del predictor  # SAM 3D needs the GPU memory
+        log.info("%s", summary)
+        log.info("results in %s", os.path.abspath(folder.root))
         if summary.interrupted:
             return summary
         _write_exports(folder, prompts, target_list, formats, yolo_val, reviewed_only)
@@ -231,30 +240,16 @@ def _checked(parse, value):
         raise UsageError(str(e)) from None
 
 
-def _label(predictor, prompts, targets, folder, manifest, run, settings, memory, threshold, batch_size, force,
-           progress, stop, features, ray_run=None):
-    """The batch: the local executor with `predictor`, or with `ray_run` Ray workers built from it (a LabelerSpec)."""
+def _label(predictor, features, prompts, targets, folder, run, memory, threshold, batch: dict):
+    """The local executor with `predictor` (and its feature cache, or None)."""
     from .batch import run_batch
     from .engine import Labeler
 
-    # Record what this batch is conditioned on, so it can be rerun headless.
-    prompts.save(folder.prompts_json)
-    log.info("%d reference(s), %d target(s), memory mode %s", len(prompts.references), len(targets), memory)
-    if ray_run:
-        summary = ray_run.run_batch(predictor, targets, folder, prompts.classes, run, force=force, progress=progress,
-                                    stop=stop, batch_size=batch_size, settings=settings, manifest=manifest,
-                                    object_ids=prompts.object_ids)
-        log.info("%s", summary)
-        log.info("results in %s", os.path.abspath(folder.root))
-        return summary
     labeler = Labeler(predictor, prompts, memory=memory, threshold=threshold, num_targets=len(targets),
                       features=features)
-    summary = run_batch(labeler, targets, folder, prompts.classes, run, force=force, progress=progress, stop=stop,
-                        batch_size=batch_size, settings=settings, manifest=manifest)
-    log.info("%s", summary)
+    summary = run_batch(labeler, targets, folder, prompts.classes, run, **batch)
     if features is not None:
         log.info("feature cache %s: %d images read, %d encoded", features.folder, features.hits, features.misses)
-    log.info("results in %s", os.path.abspath(folder.root))
     return summary
 
 
