@@ -100,13 +100,12 @@ class Labeler:
         cpu, cuda or mps. cache, cache_size_gb: the feature cache, as `label_batch`'s (images given
         as paths whose features it holds skip the image encoder).
         """
-        from .model import build_predictor, resolve_device
+        from .feature_cache import feature_cache_for
+        from .model import build_predictor, check_checkpoint, resolve_device
+
         prompts = as_prompt_set(prompts)
         if memory not in ("refs", "chain"):
             raise UsageError(f"memory mode {memory!r}: choose refs or chain")
-        from .feature_cache import feature_cache_for
-        from .model import check_checkpoint
-
         predictor = build_predictor(model, checkpoint, image_size, resolve_device(device))
         features = feature_cache_for(cache, cache_size_gb, model, check_checkpoint(model, checkpoint), predictor)
         return cls(predictor, prompts, memory=memory, threshold=threshold, features=features)

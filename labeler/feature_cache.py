@@ -162,6 +162,12 @@ class FeatureCache:
                 path.unlink(missing_ok=True)
                 self._size -= size
 
+    def clear(self) -> None:
+        """Delete every entry."""
+        for path, _, _ in self._entries() if self.folder.is_dir() else []:
+            path.unlink(missing_ok=True)
+        self._size = None
+
     def usage(self) -> tuple[int, int]:
         """(entries, bytes) on disk."""
         if not self.folder.is_dir():
@@ -207,8 +213,7 @@ def cache_command(argv: list[str], folder: str | None = None) -> int:
     cache = FeatureCache(path, 0, "")
     entries, size = cache.usage()
     if args.clear:
-        for entry, _, _ in cache._entries() if path.is_dir() else []:
-            entry.unlink(missing_ok=True)
+        cache.clear()
         log.info("feature cache %s: deleted %d entries (%.1f MB)", path, entries, size / 1e6)
     else:
         log.info("feature cache %s: %d entries, %.1f MB", path, entries, size / 1e6)
