@@ -40,8 +40,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _open(path: str | os.PathLike) -> Image.Image:
-    """`Image.open` under the labeler's pixel limit (PIL checks it when it opens a file)."""
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """`Image.open` under the labeler's pixel limit (PIL checks it when it opens a file): for every image
+    the labeler opens, targets and the outputs made at their size."""
     with _limit_lock:
         previous = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None if previous is None else max(previous, MAX_PIXELS)
@@ -59,7 +60,7 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Decode `path` to an upright (H, W, 3) uint8 RGB array, or raise ImageReadError."""
     try:
-        with _open(path) as img:
+        with open_image(path) as img:
             return pil_to_rgb(img)
     except _DECODE_ERRORS as e:
         raise ImageReadError(f"{path}: cannot read image ({e})") from e
@@ -68,7 +69,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 def upright_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of the image as `read_rgb` returns it, read from the header only."""
     try:
-        with _open(path) as img:
+        with open_image(path) as img:
             w, h = img.size
             orientation = img.getexif().get(ImageOps.ExifTags.Base.Orientation, 1)
     except _DECODE_ERRORS as e:

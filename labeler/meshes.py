@@ -61,7 +61,7 @@ from tqdm import tqdm
 
 from .errors import UsageError
 from .files import atomic_write_bytes, atomic_write_text
-from .images import read_rgb
+from .images import open_image, read_rgb
 from .output_folder import OutputFolder
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ def _up_to_date(glb: Path, ply: Path, mask: Path) -> bool:
 
 
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    with Image.open(path) as img:
+    with open_image(path) as img:
         mask = np.asarray(img.convert("L")) > 127
     if mask.shape != tuple(shape):
         raise ValueError(f"{path.name} is {mask.shape[1]}x{mask.shape[0]} but the image is {shape[1]}x{shape[0]} "

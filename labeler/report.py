@@ -27,6 +27,7 @@ from .colors import color_for
 from .exports.common import all_object_ids
 from .files import atomic_write_bytes
 from .guides import class_name
+from .images import open_image
 from .output_folder import OutputFolder, TargetRecord
 
 MAX_SHOWN = 48
@@ -61,7 +62,7 @@ def _thumbnail(path: Path) -> np.ndarray | None:
     if not path.is_file():
         return None
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.draft("RGB", (THUMB_W * 2, THUMB_H * 2))
             img = img.convert("RGB")
             img.thumbnail((THUMB_W, THUMB_H), Image.Resampling.LANCZOS)
