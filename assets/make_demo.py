@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from labeler.prompts import ObjectGuides, PromptSet, ReferenceGuides, save_prompts
+from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides, save_prompts
 
 DEMO = Path(__file__).resolve().parent / "demo"
 

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.backend_bases import MouseEvent  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from labeler.selector import SmartSelector  # noqa: E402
+from labeler.gui.selector import SmartSelector  # noqa: E402
 
 
 def main() -> None:

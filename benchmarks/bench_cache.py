@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_labeling import REAL, image_set, prompts_for  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from labeler.guides import ObjectGuides, ReferenceGuides  # noqa: E402
-from labeler.model import build_predictor  # noqa: E402
-from labeler.pipeline import label_batch  # noqa: E402
-from labeler.prompts import PromptSet  # noqa: E402
+from labeler.types.guides import ObjectGuides, ReferenceGuides  # noqa: E402
+from labeler.models.sam2.build import build_predictor  # noqa: E402
+from labeler.batch.pipeline import label_batch  # noqa: E402
+from labeler.prompts.prompt_set import PromptSet  # noqa: E402
 
 IMAGE_SIZE = 1024
 

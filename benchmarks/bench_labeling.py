@@ -34,11 +34,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from labeler.batch import run_batch  # noqa: E402
-from labeler.engine import Labeler  # noqa: E402
-from labeler.images import read_rgb  # noqa: E402
-from labeler.model import build_predictor  # noqa: E402
-from labeler.prompts import ObjectGuides, PromptSet, ReferenceGuides, save_prompts  # noqa: E402
+from labeler.batch.local import run_batch  # noqa: E402
+from labeler.models.sam2.tracker import Labeler  # noqa: E402
+from labeler.utils.images import read_rgb  # noqa: E402
+from labeler.models.sam2.build import build_predictor  # noqa: E402
+from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides, save_prompts  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
 warnings.filterwarnings("ignore", message=r"cannot import name '_C'")
@@ -126,7 +126,7 @@ def time_video_route(predictor, prompts, targets, tmp: Path) -> dict:
 
 
 def time_encoder(predictor, targets) -> float:
-    from labeler.engine import to_model_input
+    from labeler.models.sam2.tracker import to_model_input
 
     images = [to_model_input(read_rgb(p), predictor.image_size)[None] for p in targets]
     with torch.inference_mode():

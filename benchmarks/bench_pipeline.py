@@ -69,11 +69,11 @@ def main() -> None:
     sys.path.insert(0, str(args.repo.resolve()))
     warnings.filterwarnings("ignore", message=r"cannot import name '_C'")
     import labeler
-    from labeler.batch import run_batch
-    from labeler.engine import Labeler
-    from labeler.images import list_images
-    from labeler.model import build_predictor
-    from labeler.prompts import ObjectGuides, PromptSet, ReferenceGuides
+    from labeler.batch.local import run_batch
+    from labeler.models.sam2.tracker import Labeler
+    from labeler.utils.images import list_images
+    from labeler.models.sam2.build import build_predictor
+    from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides
 
     assert Path(labeler.__file__).resolve().is_relative_to(args.repo.resolve()), labeler.__file__
     with tempfile.TemporaryDirectory() as tmp:

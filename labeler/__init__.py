@@ -16,17 +16,17 @@ import importlib
 __version__ = "0.1.0"
 
 _WHERE = {
-    "BatchSummary": "batch",
-    "Detection": "detections",
-    "ImageReadError": "images",
+    "BatchSummary": "batch.local",
+    "Detection": "types.detections",
+    "ImageReadError": "utils.images",
     "LabelResult": "api",
     "Labeler": "api",
-    "ObjectGuides": "guides",
-    "PromptError": "prompts",
-    "PromptSet": "prompts",
-    "ReferenceGuides": "guides",
+    "ObjectGuides": "types.guides",
+    "PromptError": "prompts.prompt_set",
+    "PromptSet": "prompts.prompt_set",
+    "ReferenceGuides": "types.guides",
     "UsageError": "errors",
-    "label_batch": "pipeline",
+    "label_batch": "batch.pipeline",
 }
 __all__ = sorted(_WHERE)
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from . import defaults
-from .detections import Detection
-from .hashing import content_hash
+from .types.detections import Detection
+from .utils.hashing import content_hash
 from .errors import UsageError
-from .images import ImageReadError, pil_to_rgb, read_rgb
-from .prompts import PromptSet, as_prompt_set
+from .utils.images import ImageReadError, pil_to_rgb, read_rgb
+from .prompts.prompt_set import PromptSet, as_prompt_set
 
 
 @dataclass
@@ -43,7 +43,7 @@ class LabelResult:
     def label_map(self) -> np.ndarray:
         """(H, W) uint8 map, pixel = object ID, 0 background (where masks overlap the higher logit wins);
         equal to the batch's labels/<stem>.png."""
-        from .writers import label_map
+        from .outputs.writers import label_map
 
         return label_map(self.size, self.detections)
 
@@ -71,7 +71,7 @@ class Labeler:
 
     def __init__(self, predictor, prompts: PromptSet, memory: str = defaults.MEMORY,
                  threshold: float = defaults.THRESHOLD, features=None):
-        from .engine import Labeler as Core
+        from .models.sam2.tracker import Labeler as Core
 
         if memory not in ("refs", "chain"):
             raise UsageError(f"memory mode {memory!r}: choose refs or chain")
@@ -100,8 +100,8 @@ class Labeler:
         cpu, cuda or mps. cache, cache_size_gb: the feature cache, as `label_batch`'s (images given
         as paths whose features it holds skip the image encoder).
         """
-        from .feature_cache import feature_cache_for
-        from .model import build_predictor, check_checkpoint, resolve_device
+        from .batch.feature_cache import feature_cache_for
+        from .models.sam2.build import build_predictor, check_checkpoint, resolve_device
 
         prompts = as_prompt_set(prompts)
         if memory not in ("refs", "chain"):
@@ -126,7 +126,7 @@ class Labeler:
         """Results in input order, `batch_size` images per forward (refs mode); an image that can't be read
         gives a result with `error` set, and the stream goes on. In chain mode the images are one chain."""
         if self.memory == "chain":
-            from .engine import Labeler as Core
+            from .models.sam2.tracker import Labeler as Core
 
             images = list(images)
             core = Core(self.predictor, self.prompts, "chain", self.threshold, len(images), self.features)

@@ -13,8 +13,8 @@ from pathlib import Path
 from . import defaults
 from .errors import UsageError
 from .exports import formats_arg
-from .model import CHECKPOINT_DIR, MODELS, download_checkpoint
-from .signals import stop_on_signals
+from .models.sam2.build import CHECKPOINT_DIR, MODELS, download_checkpoint
+from .utils.signals import stop_on_signals
 
 log = logging.getLogger("labeler")
 
@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None, config_path: Path | None = None) -> int:
     path = config_path if config_path is not None else Path("config.py")
     config = {k: v for k, v in (runpy.run_path(str(path)) if path.is_file() else {}).items() if k in OPTIONS}
     if argv[:1] == ["review"]:
-        from .review_window import review_command
+        from .gui.review_window import review_command
         return review_command(argv[1:], config)
     if argv[:1] == ["cache"]:
-        from .feature_cache import cache_command
+        from .batch.feature_cache import cache_command
         return cache_command(argv[1:], config.get("CACHE") or None)
     config_classes = config.pop("CLASS_NAMES", None) or {}
     args = vars(_parser(config).parse_args(argv))
@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None, config_path: Path | None = None) -> int:
 
 
 def _run(a: dict, stop: threading.Event, config_classes: dict[int, str]):
-    from .pipeline import label_batch
-    from .prompts import as_prompt_set
+    from .batch.pipeline import label_batch
+    from .prompts.prompt_set import as_prompt_set
 
     prompts_path = Path(a["PROMPTS"] or Path(a["OUTPUT_DIR"]) / "prompts.json")
     prompts = guide = None
@@ -142,8 +142,8 @@ def _run(a: dict, stop: threading.Event, config_classes: dict[int, str]):
                              "references with `python main.py` first, or name a prompts file with --prompts")
         prompts = as_prompt_set(prompts_path)
     if not a["headless"]:
-        from .images import list_images
-        from .selector import run_selector, use_window_backend
+        from .utils.images import list_images
+        from .gui.selector import run_selector, use_window_backend
 
         refs = [r.image for r in prompts.references] if a["edit"] else (
             list_images(a["REFERENCE_DIR"]) if Path(a["REFERENCE_DIR"]).is_dir() else [])

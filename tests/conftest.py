@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from labeler.model import build_predictor
-from labeler.prompts import ObjectGuides, PromptSet, ReferenceGuides, save_prompts
+from labeler.models.sam2.build import build_predictor
+from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides, save_prompts
 
 # The user's cache folder (feature cache, file hashes) is a fresh one per test session, never ~/.cache;
 # subprocesses inherit it. Tests share it, so later batches read features earlier ones stored.

@@ -17,7 +17,7 @@ from PIL import Image
 
 import labeler
 from conftest import IMAGE_SIZE, save_jpeg, synthetic_image
-from labeler.images import read_rgb
+from labeler.utils.images import read_rgb
 from test_cli import ROOT, run_main
 
 DEMO = ROOT / "assets" / "demo"
@@ -144,7 +144,7 @@ def test_prompts_built_in_code_round_trip(tmp_path):
 
 
 HOLD_LOCK = (
-    "import sys, time; from labeler.output_folder import OutputFolder\n"
+    "import sys, time; from labeler.outputs.folder import OutputFolder\n"
     "with OutputFolder(sys.argv[1]).lock():\n    print('held', flush=True); time.sleep(600)\n"
 )
 

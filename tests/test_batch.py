@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 
 from conftest import make_inputs
-from labeler import batch
-from labeler.engine import Labeler
-from labeler.images import list_images
-from labeler.prompts import PromptSet
+from labeler.batch import local as batch
+from labeler.models.sam2.tracker import Labeler
+from labeler.utils.images import list_images
+from labeler.prompts.prompt_set import PromptSet
 
 
 def _files(folder):

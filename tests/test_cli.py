@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from conftest import IMAGE_SIZE
-from labeler.output_folder import output_stems
-from labeler.images import upright_size
-from labeler.prompts import ObjectGuides, PromptSet, ReferenceGuides, load_prompts, save_prompts
+from labeler.outputs.folder import output_stems
+from labeler.utils.images import upright_size
+from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides, load_prompts, save_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 

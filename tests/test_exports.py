@@ -20,11 +20,11 @@ from conftest import IMAGE_SIZE, save_jpeg, synthetic_image
 from labeler.cli import main
 from labeler.exports import parse_formats, write_exports
 from labeler.exports.yolo import polygon_lines
-from labeler.images import upright_size
-from labeler.output_folder import Manifest, ObjectRecord, TargetRecord, output_stems
-from labeler.guides import class_name
-from labeler.prompts import ObjectGuides, PromptSet, ReferenceGuides, save_prompts
-from labeler.report import MAX_SHOWN, render_report, review_order, sheet_size
+from labeler.utils.images import upright_size
+from labeler.outputs.folder import Manifest, ObjectRecord, TargetRecord, output_stems
+from labeler.types.guides import class_name
+from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides, save_prompts
+from labeler.outputs.report import MAX_SHOWN, render_report, review_order, sheet_size
 from test_cli import ROOT, check_outputs, run_main
 
 # pycocotools' decode under numpy 2 (its own code, harmless)

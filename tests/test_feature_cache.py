@@ -14,12 +14,12 @@ import pytest
 import torch
 
 import labeler
-import labeler.output_folder
-from labeler import feature_cache
-from labeler.feature_cache import FeatureCache, cache_command
-from labeler.hashing import ContentHasher
-from labeler.images import read_rgb
-from labeler.model import build_predictor
+import labeler.outputs.folder
+from labeler.batch import feature_cache
+from labeler.batch.feature_cache import FeatureCache, cache_command
+from labeler.utils.hashing import ContentHasher
+from labeler.utils.images import read_rgb
+from labeler.models.sam2.build import build_predictor
 
 from conftest import IMAGE_SIZE
 from test_api import files_of
@@ -155,7 +155,8 @@ def test_the_command_line_cache_options(tmp_path, monkeypatch):
     import sys
 
     from conftest import ROOT
-    from labeler import cli, pipeline
+    from labeler import cli
+    from labeler.batch import pipeline
 
     calls = []
     monkeypatch.setattr(pipeline, "label_batch", lambda *a, **kw: calls.append(kw) or labeler.BatchSummary(0, 0, 0, 0))
@@ -225,7 +226,7 @@ def test_a_folder_identified_by_file_time_is_relabeled_once_and_says_why(golden_
     caplog.set_level(logging.INFO, "labeler")
     first, _ = run(golden_run, out, counted_predictor, None, checkpoint=test_checkpoint)  # the session's cache
     assert first.labeled == 7 and "identifies targets by file time" in caplog.text
-    assert not labeler.output_folder.Manifest.load(out / "manifest.json").identified_by_time  # once only
+    assert not labeler.outputs.folder.Manifest.load(out / "manifest.json").identified_by_time  # once only
     # Not compared: the manifest (it names the targets' folder) and the copied yolo/data.yaml (its path).
     moving = {"manifest.json", "yolo/data.yaml"}
     same = {k: v for k, v in files_of(golden_run[1]).items() if k not in moving}

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import save_jpeg, synthetic_image
-from labeler.engine import Labeler, ReferencePreview
-from labeler.images import read_rgb
-from labeler.prompts import ObjectGuides, PromptSet, ReferenceGuides
+from labeler.models.sam2.tracker import Labeler, ReferencePreview
+from labeler.utils.images import read_rgb
+from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides
 
 TOL = 1e-3
 W, H = 320, 240
@@ -230,7 +230,7 @@ def test_model_input_is_sam2_frame_loaders_bit_for_bit(tmp_path, size):
     """Resized and normalised as `load_video_frames` does (whose normalisation is looked up, not computed)."""
     from sam2.utils.misc import _load_img_as_tensor
 
-    from labeler.engine import to_model_input
+    from labeler.models.sam2.tracker import to_model_input
 
     path = save_jpeg(synthetic_image(5, size=(400, 300)), tmp_path / "t.jpg")
     theirs = _load_img_as_tensor(path, size)[0].float()

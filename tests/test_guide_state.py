@@ -1,12 +1,12 @@
-"""Tests for labeler.guide_state: the editable guides behind the SmartSelector (no GUI needed)."""
+"""Tests for labeler.prompts.guide_state: the editable guides behind the SmartSelector (no GUI needed)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from labeler.guide_state import MAX_ID, UNDO_DEPTH, GuideState
-from labeler.prompts import ObjectGuides
+from labeler.prompts.guide_state import MAX_ID, UNDO_DEPTH, GuideState
+from labeler.prompts.prompt_set import ObjectGuides
 
 W, H = 160, 120
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labeler.images import ImageReadError, list_images, read_rgb, upright_size
+from labeler.utils.images import ImageReadError, list_images, read_rgb, upright_size
 
 
 def _gradient(w=40, h=30):

@@ -15,17 +15,19 @@ import pytest
 from test_cli import ROOT, run_main
 
 PACKAGE = ROOT / "labeler"
-# Lowest first: a module may import only modules before it (so no cycles), function-level imports included.
-LAYERS = [
-    "errors", "signals", "defaults", "files", "hashing", "colors", "images", "detections", "rle", "guides", "prompts", "output_folder",
-    "sam2_internals", "feature_cache", "model", "engine", "writers", "exports.common", "exports.coco", "exports.yolo", "exports",
-    "report", "meshes", "batch", "ray_executor", "review", "api", "pipeline", "guide_state", "selector", "review_window", "cli",
-]
+# The package's layers, lowest first: data flows up (prompts -> the model backend -> the batch -> files), and a
+# package may import only the packages below it (function-level imports included). A new module needs no entry.
+LAYERS = ["errors", "defaults", "utils", "types", "prompts", "models", "outputs", "exports", "batch", "review", "api",
+          "gui", "cli"]
 
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(module: str) -> str:
+    return module.split(".")[0]
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -42,9 +44,10 @@ def imported_modules(path: Path) -> set[str]:
                 target = node.module.removeprefix("labeler").lstrip(".")
             else:
                 continue
-            for alias in node.names:  # `from . import sam2_internals` imports a module
+            for alias in node.names:  # `from . import internals` imports a module
                 sub = f"{target}.{alias.name}".lstrip(".")
-                found.add(sub if (PACKAGE / f"{sub.replace('.', '/')}.py").exists() else target)
+                is_module = (PACKAGE / f"{sub.replace('.', '/')}.py").exists() or (PACKAGE / sub.replace(".", "/")).is_dir()
+                found.add(sub if is_module else target)
         elif isinstance(node, ast.Import):
             found |= {a.name.removeprefix("labeler.") for a in node.names if a.name.startswith("labeler.")}
     return found - {"", name}
@@ -52,25 +55,30 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_imports_flow_one_way():
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py") if module_name(p)}
-    assert set(modules) == set(LAYERS), "place every module of the package in LAYERS"
-    upward = [
-        f"{name} imports {target}"
-        for name, path in modules.items() for target in imported_modules(path)
-        if LAYERS.index(target) >= LAYERS.index(name)
-    ]
+    assert {layer(m) for m in modules} <= set(LAYERS), "a new top-level package needs its place in LAYERS"
+    imports = {name: imported_modules(path) for name, path in modules.items()}
+    upward = [f"{name} imports {target}" for name, targets in imports.items() for target in targets
+              if LAYERS.index(layer(target)) > LAYERS.index(layer(name))]
     assert not upward
+    # Inside a package: no cycles (a module's imports, followed, never come back to it).
+    def reaches(start, goal, seen):
+        for nxt in imports.get(start, ()):
+            if nxt == goal or (nxt not in seen and not seen.add(nxt) and reaches(nxt, goal, seen)):
+                return True
+        return False
+    assert not [name for name in modules if reaches(name, name, set())], "import cycle"
 
 
 def test_only_one_module_reaches_into_sam2_internals():
-    private = {p.name for p in PACKAGE.rglob("*.py")
+    private = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
                if any(s in p.read_text() for s in ("._run_single", "_forward_sam_heads", '["output_dict_per_obj"]',
                                                    "_prepare_memory_conditioned", "from sam2.modeling", "sam2.utils"))}
-    assert private == {"sam2_internals.py"}
+    assert private == {"models/sam2/internals.py"}
 
 
 def test_the_sam2_version_check_stops_a_mismatch():
     from labeler.errors import UsageError
-    from labeler.sam2_internals import SAM2_VERSION, check_sam2_version
+    from labeler.models.sam2.internals import SAM2_VERSION, check_sam2_version
 
     check_sam2_version()  # the installed one passes
     with pytest.raises(UsageError, match=rf"\(rf-sam-2\) 9.9.9 is installed.*rf-sam-2=={SAM2_VERSION}"):
@@ -78,7 +86,7 @@ def test_the_sam2_version_check_stops_a_mismatch():
     # At import, in a fresh process whose installed version reads as another.
     code = ("import importlib.metadata as m; m.version = lambda name: '1.0.4'\n"
             "from labeler.errors import UsageError\n"
-            "try:\n    import labeler.sam2_internals\nexcept UsageError as e:\n    print('STOPPED', e)")
+            "try:\n    import labeler.models.sam2.internals\nexcept UsageError as e:\n    print('STOPPED', e)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "STOPPED" in result.stdout and "1.0.4 is installed" in result.stdout and "1.0.3" in result.stdout
 
@@ -93,7 +101,7 @@ def test_importing_labeler_changes_nothing_process_wide():
         "from PIL import Image\n"
         "filters, limit = list(warnings.filters), Image.MAX_IMAGE_PIXELS\n"
         "for name in labeler.__all__: getattr(labeler, name)\n"  # every public name, loaded
-        "from labeler.images import read_rgb; read_rgb('assets/demo/targets/target01.jpg')\n"
+        "from labeler.utils.images import read_rgb; read_rgb('assets/demo/targets/target01.jpg')\n"
         "print('SAME', warnings.filters == filters, Image.MAX_IMAGE_PIXELS == limit, torch.is_grad_enabled())\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -25,9 +25,10 @@ import trimesh
 from PIL import Image
 
 from conftest import IMAGE_SIZE
-from labeler import cli, meshes
+from labeler import cli
+from labeler.outputs import meshes
 from labeler.errors import UsageError
-from labeler.meshes import Reconstruction, Reconstructor, write_meshes
+from labeler.outputs.meshes import Reconstruction, Reconstructor, write_meshes
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_PROMPTS = ROOT / "assets/demo/prompts.json"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from labeler import model as model_module
-from labeler.model import (
+from labeler.models.sam2 import build as model_module
+from labeler.models.sam2.build import (
     ModelError,
     build_predictor,
     check_checkpoint,
@@ -82,7 +82,7 @@ def test_a_file_that_is_no_checkpoint_is_refused_before_any_model_is_built(tmp_p
 
 def test_model_module_imports_without_torch():
     # The command line answers argument errors without paying for torch's import (3 s).
-    code = "import labeler.model, sys; print('torch' in sys.modules)"
+    code = "import labeler.models.sam2.build, sys; print('torch' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Tests for labeler.prompts (the saved-prompts file, prompts.json version 1), labeler.guides and labeler.rle."""
+"""Tests for labeler.prompts.prompt_set (the saved-prompts file, prompts.json version 1), labeler.types.guides and labeler.utils.rle."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from labeler import guides, prompts as prompts_module, rle as rle_codec
-from labeler.guides import ObjectGuides, ReferenceGuides
-from labeler.prompts import (
+from labeler.prompts import prompt_set as prompts_module
+from labeler.types import guides
+from labeler.utils import rle as rle_codec
+from labeler.types.guides import ObjectGuides, ReferenceGuides
+from labeler.prompts.prompt_set import (
     PromptError,
     PromptSet,
     load_prompts,

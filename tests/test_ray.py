@@ -30,9 +30,9 @@ except ImportError:  # an optional extra: CI installs it (.ci/run), so there a m
 
 import labeler  # noqa: E402
 from conftest import make_inputs  # noqa: E402
-from labeler.detections import Detection  # noqa: E402
-from labeler.images import list_images, read_rgb  # noqa: E402
-from labeler.output_folder import OutputFolder  # noqa: E402
+from labeler.types.detections import Detection  # noqa: E402
+from labeler.utils.images import list_images, read_rgb  # noqa: E402
+from labeler.outputs.folder import OutputFolder  # noqa: E402
 from test_api import files_of  # noqa: E402
 from test_cli import ROOT, run_main  # noqa: E402
 
@@ -131,7 +131,7 @@ class StandIn:
 
 def test_a_target_that_kills_its_worker_twice_is_failed_and_the_rest_labeled(ray_instance, inputs, tmp_path,
                                                                              caplog):
-    from labeler.ray_executor import ray_cluster
+    from labeler.batch.ray_executor import ray_cluster
 
     targets = list_images(inputs[2])
     deadly = inputs[2] / "t21.jpg"

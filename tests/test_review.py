@@ -16,7 +16,7 @@ from PIL import Image
 
 import labeler
 from conftest import IMAGE_SIZE
-from labeler.review import Review
+from labeler.review.session import Review
 from test_cli import ROOT, run_main
 
 DEMO = ROOT / "assets" / "demo"
@@ -174,7 +174,7 @@ def test_clear_drops_reviews_and_the_next_batch_relabels_them(out, test_checkpoi
 
 KILLED_REVIEW = """
 import sys, time
-from labeler.review import Review
+from labeler.review.session import Review
 with Review.open(sys.argv[1]) as review:
     for record in review.order()[:3]:
         review.accept(record.name)

@@ -15,11 +15,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from labeler.engine import ReferencePreview  # noqa: E402
-from labeler.guides import ObjectGuides  # noqa: E402
-from labeler.images import read_rgb  # noqa: E402
-from labeler.review import Review  # noqa: E402
-from labeler.review_window import ReviewWindow  # noqa: E402
+from labeler.models.sam2.tracker import ReferencePreview  # noqa: E402
+from labeler.types.guides import ObjectGuides  # noqa: E402
+from labeler.utils.images import read_rgb  # noqa: E402
+from labeler.review.session import Review  # noqa: E402
+from labeler.gui.review_window import ReviewWindow  # noqa: E402
 from test_cli import ROOT  # noqa: E402
 from test_review import labeled_folder, out  # noqa: E402,F401  (fixtures)
 from test_selector import Driver  # noqa: E402

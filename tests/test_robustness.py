@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from conftest import IMAGE_SIZE
-from labeler.batch import run_batch
-from labeler.detections import Detection
+from labeler.batch.local import run_batch
+from labeler.types.detections import Detection
 from test_cli import ROOT, check_outputs, run_main
 
 DEMO = ROOT / "assets" / "demo"
@@ -266,7 +266,7 @@ def test_freed_heap_goes_back_to_the_os():
     # every eighth kept. Freed blocks between kept ones stay resident until release_free_heap.
     script = """
 import numpy as np
-from labeler.batch import release_free_heap
+from labeler.batch.local import release_free_heap
 def rss_mib():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) / 1024
 blocks = [np.ones(8192) for _ in range(4000)]  # 64 KiB each, 250 MiB in all
@@ -287,7 +287,7 @@ def test_a_batch_keeps_large_activations_in_the_heap():
     # default threshold; after steady_heap it comes from the heap, where its place is the same each time.
     script = """
 import ctypes, numpy as np
-from labeler.batch import steady_heap
+from labeler.batch.local import steady_heap
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]

@@ -12,9 +12,9 @@ import pytest  # noqa: E402
 from matplotlib.backend_bases import KeyEvent, MouseEvent  # noqa: E402
 
 from conftest import save_jpeg, synthetic_image  # noqa: E402
-from labeler.engine import ReferencePreview, compose_mask  # noqa: E402
-from labeler.guide_state import GuideState  # noqa: E402
-from labeler.selector import SessionInfo, SmartSelector  # noqa: E402
+from labeler.models.sam2.tracker import ReferencePreview, compose_mask  # noqa: E402
+from labeler.prompts.guide_state import GuideState  # noqa: E402
+from labeler.gui.selector import SessionInfo, SmartSelector  # noqa: E402
 
 W, H = 320, 240
 
@@ -170,8 +170,8 @@ def test_escape_skips_and_closing_accepts(predictor, reference):
 
 def test_run_selector_saves_after_each_reference_and_edit_prefills(predictor, tmp_path, monkeypatch):
     """The session: guides per reference, prompts saved after every accepted one, --edit reopens them."""
-    import labeler.selector as selector_module
-    from labeler.prompts import load_prompts
+    import labeler.gui.selector as selector_module
+    from labeler.prompts.prompt_set import load_prompts
 
     refs = [save_jpeg(synthetic_image(300 + i), tmp_path / "refs" / f"r{i}.jpg") for i in range(3)]
     prompts_path = tmp_path / "out" / "prompts.json"

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labeler.prompts import load_prompts
+from labeler.prompts.prompt_set import load_prompts
 from test_cli import check_outputs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Tests for labeler.writers: per-target files and results.csv."""
+"""Tests for labeler.outputs.writers: per-target files and results.csv."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from labeler.colors import color_for
-from labeler.detections import Detection
-from labeler.writers import ResultsTable, TargetWriter, class_name, draw_overlay, label_map
+from labeler.utils.colors import color_for
+from labeler.types.detections import Detection
+from labeler.outputs.writers import ResultsTable, TargetWriter, class_name, draw_overlay, label_map
 
 H, W = 120, 160
 CLASSES = {1: "scratch", 3: "dent"}

@@ -16,8 +16,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..output_folder import OutputFolder
-from .common import all_object_ids
+from ..outputs.folder import OutputFolder, all_object_ids
 
 log = logging.getLogger(__name__)
 FORMATS = ("coco", "yolo")

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_util
 
-from ..files import atomic_write_text
-from ..guides import class_name
-from ..images import upright_size
-from ..output_folder import OutputFolder, TargetRecord
-from ..rle import encode
+from ..utils.files import atomic_write_text
+from ..types.guides import class_name
+from ..utils.images import upright_size
+from ..outputs.folder import OutputFolder, TargetRecord
+from ..utils.rle import encode
 from .common import read_id_mask
 
 log = logging.getLogger(__name__)

@@ -1,18 +1,12 @@
-"""What the export formats share: the object IDs, and object masks read back from the output folder."""
+"""What the export formats share: object masks read back from the output folder."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 
-from ..output_folder import OutputFolder, TargetRecord
+from ..outputs.folder import OutputFolder, TargetRecord
 
 log = logging.getLogger(__name__)
-
-
-def all_object_ids(items: list[TargetRecord], object_ids: Iterable[int] | None = None) -> list[int]:
-    """The prompts' object IDs (`object_ids`) and every ID in the records, sorted."""
-    return sorted(set(object_ids or ()) | {o.id for item in items for o in item.objects})
 
 
 def read_id_mask(folder: OutputFolder, item: TargetRecord, obj_id: int):

@@ -32,9 +32,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..files import atomic_write_text
-from ..guides import class_name
-from ..output_folder import OutputFolder, TargetRecord
+from ..utils.files import atomic_write_text
+from ..types.guides import class_name
+from ..outputs.folder import OutputFolder, TargetRecord
 from .common import read_id_mask
 
 DECIMALS = 6

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from .files import atomic_write_bytes
-from .hashing import cache_root, content_hash
+from ..utils.files import atomic_write_bytes
+from ..utils.hashing import cache_root, content_hash
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -47,7 +47,7 @@ def model_key(model: str, checkpoint: Path | None, image_size: int, device: torc
     """What features depend on besides the image: the model, its weights' content, size, device, precision, code."""
     import PIL
 
-    from .sam2_internals import SAM2_VERSION
+    from ..models.sam2.internals import SAM2_VERSION
 
     parts = {
         "format": FORMAT_VERSION, "model": model, "image_size": image_size, "device": device.type,

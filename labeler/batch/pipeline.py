@@ -20,14 +20,14 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from . import defaults
-from .errors import UsageError
-from .exports import parse_formats
-from .hashing import content_hash
-from .images import list_images
-from .model import UNTRAINED, check_checkpoint, check_image_size, input_size, resolve_device
-from .output_folder import OutputFolder, fingerprint
-from .prompts import PromptSet, as_prompt_set
+from .. import defaults
+from ..errors import UsageError
+from ..exports import parse_formats
+from ..utils.hashing import content_hash
+from ..utils.images import list_images
+from ..models.sam2.build import UNTRAINED, check_checkpoint, check_image_size, input_size, resolve_device
+from ..outputs.folder import OutputFolder, fingerprint
+from ..prompts.prompt_set import PromptSet, as_prompt_set
 
 log = logging.getLogger("labeler")
 
@@ -49,7 +49,7 @@ def run_fingerprint(prompts: PromptSet, model: str, checkpoint: Path | None, ima
     Files count by content, not by path or time: the same batch has the same fingerprint on
     another machine or under another mount point.
     """
-    from .prompts import prompts_to_dict
+    from ..prompts.prompt_set import prompts_to_dict
 
     guides = prompts_to_dict(prompts, base_dir=Path(os.sep))
     for ref, data in zip((r for r in prompts.references if r.objects), guides["references"]):
@@ -134,13 +134,13 @@ def label_batch(
     checkpoint_path = check_checkpoint(model, checkpoint)
     reconstructor = None
     if mesh:  # a missing SAM 3D install stops here, before any work
-        from .meshes import load_reconstructor
+        from ..outputs.meshes import load_reconstructor
 
         reconstructor = load_reconstructor(sam3d_config)
     folder = OutputFolder(output)
     folder.check_writable()
 
-    from .model import build_predictor
+    from ..models.sam2.build import build_predictor
 
     if predictor is None and torch_device is not None:
         log.info("SAM 2.1 %s on %s", model, torch_device)
@@ -197,8 +197,8 @@ def label_batch(
             return summary
         _write_exports(folder, prompts, target_list, formats, yolo_val, reviewed_only)
         if reconstructor is not None:
-            from . import meshes
-            from .batch import free_memory
+            from ..outputs import meshes
+            from .local import free_memory
 
             free_memory()
             summary.meshes = meshes.write_meshes(folder.root, target_list, reconstructor, limit=mesh_limit,
@@ -242,8 +242,8 @@ def _checked(parse, value):
 
 def _label(predictor, features, prompts, targets, folder, run, memory, threshold, batch: dict):
     """The local executor with `predictor` (and its feature cache, or None)."""
-    from .batch import run_batch
-    from .engine import Labeler
+    from .local import run_batch
+    from ..models.sam2.tracker import Labeler
 
     labeler = Labeler(predictor, prompts, memory=memory, threshold=threshold, num_targets=len(targets),
                       features=features)
@@ -256,8 +256,8 @@ def _label(predictor, features, prompts, targets, folder, run, memory, threshold
 def _write_exports(folder: OutputFolder, prompts: PromptSet, targets: list[Path], formats: list[str],
                    yolo_val: float, reviewed_only: bool = False) -> None:
     """Dataset exports and report.png, rebuilt from the output folder for every labeled target."""
-    from .exports import write_exports
-    from .report import write_report
+    from ..exports import write_exports
+    from ..outputs.report import write_report
 
     for path in write_exports(folder.root, targets, prompts.classes, formats, prompts.object_ids, yolo_val,
                               reviewed_only):

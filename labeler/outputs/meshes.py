@@ -59,10 +59,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .errors import UsageError
-from .files import atomic_write_bytes, atomic_write_text
-from .images import open_image, read_rgb
-from .output_folder import OutputFolder
+from ..errors import UsageError
+from ..utils.files import atomic_write_bytes, atomic_write_text
+from ..utils.images import open_image, read_rgb
+from .folder import OutputFolder
 
 log = logging.getLogger(__name__)
 

@@ -31,12 +31,13 @@ import os
 import socket
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
-from .files import atomic_write_text
-from .hashing import content_hash
+from ..errors import UsageError
+from ..utils.files import atomic_write_text
+from ..utils.hashing import content_hash
 
 log = logging.getLogger(__name__)
 
@@ -325,3 +326,8 @@ class OutputFolder:
         finally:
             os.unlink(path)
             os.close(fd)
+
+
+def all_object_ids(items: list[TargetRecord], object_ids: Iterable[int] | None = None) -> list[int]:
+    """The prompts' object IDs (`object_ids`) and every ID in the records, sorted."""
+    return sorted(set(object_ids or ()) | {o.id for item in items for o in item.objects})

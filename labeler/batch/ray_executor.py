@@ -43,20 +43,20 @@ from ray.exceptions import GetTimeoutError, RayActorError, WorkerCrashedError
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .batch import (SAVE_EVERY, BatchSummary, label_and_write, read_target, release_free_heap, steady_heap,
+from .local import (SAVE_EVERY, BatchSummary, label_and_write, read_target, release_free_heap, steady_heap,
                     targets_to_label)
-from .errors import UsageError
-from .files import remove_temp_files
-from .output_folder import Manifest, OutputFolder, TargetRecord, output_stems
-from .prompts import PromptSet
-from .writers import ResultsTable, TargetWriter, save_records
+from ..errors import UsageError
+from ..utils.files import remove_temp_files
+from ..outputs.folder import Manifest, OutputFolder, TargetRecord, output_stems
+from ..prompts.prompt_set import PromptSet
+from ..outputs.writers import ResultsTable, TargetWriter, save_records
 
 log = logging.getLogger("labeler")
 IN_FLIGHT = 2  # chunks per worker: one being labeled, the next one's images read meanwhile
 DEATHS = 2  # a chunk in flight when its worker died this often is split; a single target, failed
 PLACEMENT_WAIT = 120  # seconds without a ready worker before the run says it is still waiting for one
 START_FAILURES = 3  # workers in a row that die before they are ready: the batch stops with the reason
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # the labeler package
 try:  # the exceptions that mean "the worker process is gone", as far as this Ray version has them
     from ray.exceptions import OutOfMemoryError as _RayOOM
     WORKER_GONE = (RayActorError, WorkerCrashedError, _RayOOM)
@@ -83,8 +83,8 @@ class LabelerSpec:
     features: Callable | None = None  # predictor -> its FeatureCache or None (feature_cache.feature_cache_for, bound)
 
     def __call__(self):
-        from .engine import Labeler
-        from .model import build_predictor
+        from ..models.sam2.tracker import Labeler
+        from ..models.sam2.build import build_predictor
 
         predictor = build_predictor(self.model, self.checkpoint, self.image_size, self.device)
         features = self.features(predictor) if self.features is not None else None

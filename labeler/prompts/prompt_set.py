@@ -1,8 +1,8 @@
 """The saved-prompts file (`prompts.json`, version 1): guides drawn on a few reference images.
 
 `PromptSet` is the file's content; this module reads, validates and writes it. The guide classes it
-holds (`ObjectGuides`, `ReferenceGuides`, `class_name`) live in `labeler.guides` and are re-exported
-here; masks are encoded by `labeler.rle`.
+holds (`ObjectGuides`, `ReferenceGuides`, `class_name`) live in `labeler.types.guides` and are re-exported
+here; masks are encoded by `labeler.utils.rle`.
 
 File shape (optional fields may be absent):
 
@@ -41,19 +41,19 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from . import rle
-from .errors import UsageError
-from .files import atomic_write_text
-from .guides import ObjectGuides, ReferenceGuides, class_name
-from .images import ImageReadError, upright_size
+from ..utils import rle
+from ..errors import UsageError
+from ..utils.files import atomic_write_text
+from ..types.guides import ObjectGuides, ReferenceGuides, class_name
+from ..utils.images import ImageReadError, upright_size
 
 __all__ = [
     "FORMAT_VERSION",
-    "ObjectGuides",  # re-exported from labeler.guides
+    "ObjectGuides",  # re-exported from labeler.types.guides
     "PromptError",
     "PromptSet",
-    "ReferenceGuides",  # re-exported from labeler.guides
-    "class_name",  # re-exported from labeler.guides
+    "ReferenceGuides",  # re-exported from labeler.types.guides
+    "class_name",  # re-exported from labeler.types.guides
     "load_prompts",
     "prompts_from_dict",
     "prompts_to_dict",

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import UsageError
+from ...errors import UsageError
 
 SAM2_DISTRIBUTION, SAM2_VERSION = "rf-sam-2", "1.0.3"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labeler.images import upright_size
+from labeler.utils.images import upright_size
 
 __all__ = ["ObjectGuides", "ReferenceGuides", "class_name"]
 
@@ -111,7 +111,7 @@ class ReferenceGuides:
     def from_image(cls, image: str | os.PathLike, objects: Iterable[ObjectGuides] = ()) -> ReferenceGuides:
         """The reference for `image`, its upright width and height read from the file's header.
 
-        Raises `labeler.images.ImageReadError` when the file can't be read.
+        Raises `labeler.utils.images.ImageReadError` when the file can't be read.
         Usage: `ReferenceGuides.from_image("refs/a.jpg", [ObjectGuides(id=1, box=[0, 0, 9, 9])])`.
         """
         width, height = upright_size(image)

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import sam2_internals as sam2
-from .detections import Detection
-from .guides import ObjectGuides, class_name
-from .hashing import content_hash
-from .images import read_rgb
-from .prompts import PromptSet
+from . import internals
+from ...types.detections import Detection
+from ...types.guides import ObjectGuides, class_name
+from ...utils.hashing import content_hash
+from ...utils.images import read_rgb
+from ...prompts.prompt_set import PromptSet
 
 MEMORY_MODES = ("refs", "chain")
 # SAM 2's frame loader normalises with ImageNet statistics: float64 x / 255, then float32 (x - mean) / std.
@@ -62,13 +62,13 @@ def encode(predictor, rgbs: list[np.ndarray], features=None, image_hashes: list[
         entries = [features.load(k) for k in keys]
         if all(e is not None for e in entries):
             levels = [torch.cat(level).to(device) for level in zip(*(e["levels"] for e in entries))]
-            return sam2.backbone_output(predictor, levels, entries[0]["pos_dtypes"])
+            return internals.backbone_output(predictor, levels, entries[0]["pos_dtypes"])
     if inputs is None:
         inputs = [to_model_input(rgb, predictor.image_size) for rgb in rgbs]
     images = torch.stack(inputs).to(device)
     out = predictor.forward_image(images)
     if keys is not None:
-        levels, pos_dtypes = sam2.feature_levels(out)
+        levels, pos_dtypes = internals.feature_levels(out)
         for j, (key, entry) in enumerate(zip(keys, entries)):
             if entry is None:
                 features.store(key, [level[j : j + 1] for level in levels], pos_dtypes)
@@ -81,7 +81,7 @@ def _condition(predictor, state: dict, frame_idx: int, obj: ObjectGuides, height
     Box and points are SAM 2's box/point prompt. With brush strokes, SAM 2's mask from the
     box/points (empty without them), plus painted, minus erased pixels becomes the mask prompt.
     """
-    sam2.set_frame_size(state, height, width)
+    internals.set_frame_size(state, height, width)
     mask = np.zeros((height, width), dtype=bool)
     if obj.absent:  # an explicit empty mask prompt: SAM 2 learns the object is not there
         predictor.add_new_mask(state, frame_idx, obj.id, torch.from_numpy(mask))
@@ -94,7 +94,7 @@ def _condition(predictor, state: dict, frame_idx: int, obj: ObjectGuides, height
             labels = np.asarray(obj.labels, dtype=np.int32)
         if obj.box is not None:
             box = np.asarray(obj.box, dtype=np.float32).reshape(2, 2) / scale
-        logits = sam2.prompt_frame(predictor, state, frame_idx, obj.id, points=points, labels=labels, box=box)
+        logits = internals.prompt_frame(predictor, state, frame_idx, obj.id, points=points, labels=labels, box=box)
         mask = (logits > 0).cpu().numpy()
     if obj.paint is None and obj.erase is None:
         return mask
@@ -159,31 +159,31 @@ class Labeler:
         self.references = [r for r in prompts.references if r.objects]
         num_refs = len(self.references)
         self._num_frames = num_refs + (1 if memory == "refs" else num_targets)
-        self._state = sam2.new_state(predictor, self._num_frames)
+        self._state = internals.new_state(predictor, self._num_frames)
         self._next_frame = num_refs
         with torch.inference_mode(), _autocast(predictor.device):
             self._condition_on_references()
             # refs mode: the reference memories are fixed, so they are assembled and projected once.
-            self._groups = sam2.build_groups(predictor, self._state, num_refs) if memory == "refs" else None
+            self._groups = internals.build_groups(predictor, self._state, num_refs) if memory == "refs" else None
 
     @property
     def object_ids(self) -> list[int]:
-        return sam2.object_ids(self._state)
+        return internals.object_ids(self._state)
 
     def _condition_on_references(self) -> None:
         state, predictor = self._state, self.predictor
         for k, ref in enumerate(self.references):
             hashes = [content_hash(ref.image)] if self.features is not None else None
-            sam2.encode_frame(state, k, encode(predictor, [read_rgb(ref.image)], self.features, hashes))
+            internals.encode_frame(state, k, encode(predictor, [read_rgb(ref.image)], self.features, hashes))
         for k, ref in enumerate(self.references):
             for obj in ref.objects:
                 _condition(predictor, state, k, obj, ref.height, ref.width)
         # Encode the conditioning memories, then track every object through the references it
         # is not guided on, exactly as `propagate_in_video` does before reaching the targets.
-        sam2.encode_prompt_memories(predictor, state)
-        for k in range(sam2.condition_frames(state)[0], len(self.references)):
-            sam2.track_frame(predictor, state, k)
-        sam2.forget_frame_features(state)
+        internals.encode_prompt_memories(predictor, state)
+        for k in range(internals.condition_frames(state)[0], len(self.references)):
+            internals.track_frame(predictor, state, k)
+        internals.forget_frame_features(state)
 
     def predict_many(self, rgbs: list[np.ndarray], image_hashes: list[str] | None = None,
                      inputs: list[torch.Tensor] | None = None) -> list[dict[int, ObjectOutput]]:
@@ -198,7 +198,7 @@ class Labeler:
             return [self._predict_chain(rgb, h, x) for rgb, h, x in zip(rgbs, hashes, inputs)]
         with torch.inference_mode(), _autocast(self.predictor.device):
             backbone_out = encode(self.predictor, rgbs, self.features, image_hashes, inputs)
-            results = sam2.track_targets(self.predictor, backbone_out, self._groups)
+            results = internals.track_targets(self.predictor, backbone_out, self._groups)
         return [
             {obj_id: ObjectOutput(results[obj_id][0][t : t + 1], float(results[obj_id][1][t])) for obj_id in self.object_ids}
             for t in range(len(rgbs))
@@ -213,13 +213,13 @@ class Labeler:
         if frame_idx >= self._num_frames:
             raise RuntimeError(f"chain mode was set up for {self._num_frames} frames")
         with torch.inference_mode(), _autocast(self.predictor.device):
-            sam2.forget_frame_features(state)
+            internals.forget_frame_features(state)
             hashes = [image_hash] if image_hash is not None else None
             inputs = [model_input] if model_input is not None else None
-            sam2.encode_frame(state, frame_idx, encode(self.predictor, [rgb], self.features, hashes, inputs))
-            outputs = sam2.track_frame(self.predictor, state, frame_idx)
-            sam2.forget_frame_features(state)
-        sam2.forget_old_frames(self.predictor, state, frame_idx)
+            internals.encode_frame(state, frame_idx, encode(self.predictor, [rgb], self.features, hashes, inputs))
+            outputs = internals.track_frame(self.predictor, state, frame_idx)
+            internals.forget_frame_features(state)
+        internals.forget_old_frames(self.predictor, state, frame_idx)
         self._next_frame += 1
         return {obj_id: ObjectOutput(*out) for obj_id, out in outputs.items()}
 
@@ -259,13 +259,13 @@ class ReferencePreview:
     def __init__(self, predictor, rgb: np.ndarray):
         self.predictor = predictor
         self._size = rgb.shape[:2]
-        self._state = sam2.new_state(predictor, num_frames=1)
+        self._state = internals.new_state(predictor, num_frames=1)
         with torch.inference_mode(), _autocast(predictor.device):
-            sam2.encode_frame(self._state, 0, encode(predictor, [rgb]))
+            internals.encode_frame(self._state, 0, encode(predictor, [rgb]))
 
     def mask(self, obj: ObjectGuides) -> np.ndarray:
         """(H, W) bool mask, identical to the one the batch conditions object `obj.id` on."""
         with torch.inference_mode(), _autocast(self.predictor.device):
             # Start from a blank frame, as the batch does: no earlier mask feeds the decoder.
-            sam2.clear_object_on_frame(self.predictor, self._state, 0, obj.id)
+            internals.clear_object_on_frame(self.predictor, self._state, 0, obj.id)
             return _condition(self.predictor, self._state, 0, obj, *self._size)

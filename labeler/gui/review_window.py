@@ -1,6 +1,6 @@
 """`python main.py review`: the review window, a SmartSelector over the batch's targets, worst first.
 
-The window is a view of `labeler.review.Review`: its keys only call accept, exclude, correct and
+The window is a view of `labeler.review.session.Review`: its keys only call accept, exclude, correct and
 teach, and move between targets. Outside fix mode it shows the predicted masks; `F` starts a fix
 from them, with the SmartSelector's own controls: brush paint/erase edits the masks directly, a
 box or points re-prompt SAM 2 on this target for the current ID (live preview), paint and erase
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import ReferencePreview
-from .guide_state import GuideState
-from .guides import ObjectGuides
-from .images import read_rgb
-from .review import Review
+from ..models.sam2.tracker import ReferencePreview
+from ..prompts.guide_state import GuideState
+from ..types.guides import ObjectGuides
+from ..utils.images import read_rgb
+from ..review.session import Review
 from .selector import SessionInfo, SmartSelector, use_window_backend
 
 log = logging.getLogger("labeler")
@@ -190,8 +190,8 @@ class ReviewWindow(SmartSelector):
 
 def review_command(argv: list[str], config: dict) -> int:
     """`python main.py review`: the window over an output folder; returns the exit code."""
-    from .errors import UsageError
-    from .model import MODELS
+    from ..errors import UsageError
+    from ..models.sam2.build import MODELS
 
     p = argparse.ArgumentParser(prog="main.py review", description="Review a labeled output folder, worst first: "
                                 "accept, fix, exclude, teach. Settings come from the folder; options override them.")
@@ -219,8 +219,8 @@ def review_command(argv: list[str], config: dict) -> int:
 def _review(args) -> int:
     import matplotlib.pyplot as plt
 
-    from .model import build_predictor, resolve_device
-    from .pipeline import label_batch
+    from ..models.sam2.build import build_predictor, resolve_device
+    from ..batch.pipeline import label_batch
 
     with Review.open(args.output, args.targets) as review:
         s = review.settings

@@ -11,7 +11,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from .errors import UsageError
+from ...errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def build_predictor(
         )
     else:
         _load_weights(predictor, path)
-    from .sam2_internals import skip_unavailable_hole_filling
+    from .internals import skip_unavailable_hole_filling
 
     skip_unavailable_hole_filling(predictor)
     return predictor.to(torch.device(device)).eval()

@@ -25,7 +25,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from labeler.prompts import ObjectGuides
+from labeler.prompts.prompt_set import ObjectGuides
 
 __all__ = ["MAX_BRUSH_RADIUS", "MAX_ID", "MIN_BRUSH_RADIUS", "UNDO_DEPTH", "GuideState"]
 

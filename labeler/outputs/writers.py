@@ -19,11 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .colors import color_for
-from .detections import Detection
-from .files import atomic_write_bytes, atomic_write_text
-from .guides import class_name
-from .output_folder import TARGET_FOLDERS, Manifest, OutputFolder, TargetRecord
+from ..utils.colors import color_for
+from ..types.detections import Detection
+from ..utils.files import atomic_write_bytes, atomic_write_text
+from ..types.guides import class_name
+from .folder import TARGET_FOLDERS, Manifest, OutputFolder, TargetRecord
 
 JPEG_QUALITY = 90
 OVERLAY_ALPHA = 0.5

@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .colors import color_for
-from .exports.common import all_object_ids
-from .files import atomic_write_bytes
-from .guides import class_name
-from .images import open_image
-from .output_folder import OutputFolder, TargetRecord
+from ..utils.colors import color_for
+from ..utils.files import atomic_write_bytes
+from ..types.guides import class_name
+from ..utils.images import open_image
+from .folder import OutputFolder, TargetRecord, all_object_ids
 
 MAX_SHOWN = 48
 DPI = 100
