@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from . import defaults
+from .errors import UsageError
+from .prompts.prompt_set import PromptSet, as_prompt_set
 from .types.detections import Detection
 from .utils.hashing import content_hash
-from .errors import UsageError
 from .utils.images import ImageReadError, pil_to_rgb, read_rgb
-from .prompts.prompt_set import PromptSet, as_prompt_set
 
 
 @dataclass

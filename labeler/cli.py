@@ -142,8 +142,8 @@ def _run(a: dict, stop: threading.Event, config_classes: dict[int, str]):
                              "references with `python main.py` first, or name a prompts file with --prompts")
         prompts = as_prompt_set(prompts_path)
     if not a["headless"]:
-        from .utils.images import list_images
         from .gui.selector import run_selector, use_window_backend
+        from .utils.images import list_images
 
         refs = [r.image for r in prompts.references] if a["edit"] else (
             list_images(a["REFERENCE_DIR"]) if Path(a["REFERENCE_DIR"]).is_dir() else [])

@@ -8,17 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import IMAGE_SIZE, ROOT, files_of, run_main, save_jpeg, synthetic_image
 from PIL import Image
 
 import labeler
-from conftest import IMAGE_SIZE, save_jpeg, synthetic_image
 from labeler.utils.images import read_rgb
-from test_cli import ROOT, run_main
 
 DEMO = ROOT / "assets" / "demo"
 DEMO_TARGETS = sorted((DEMO / "targets").iterdir())
@@ -92,13 +90,6 @@ def test_chain_mode_labels_one_chain_per_call(test_checkpoint):
     again = [r.detections for r in chain.label_many(DEMO_TARGETS[:3])]  # a new chain, not frames 4-6
     for a, b in zip(first, again):
         assert [d.logit for d in a] == pytest.approx([d.logit for d in b], abs=1e-5)
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    """Every file's bytes; yolo/data.yaml names its own folder (Ultralytics needs it absolute), read as <out>."""
-    own = str(folder.absolute()).encode()
-    return {p.relative_to(folder).as_posix(): p.read_bytes().replace(own, b"<out>")
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_label_batch_and_the_command_line_write_byte_identical_folders(golden_run, test_checkpoint):

@@ -5,66 +5,18 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import IMAGE_SIZE, ROOT, check_outputs, run_main
 
-from conftest import IMAGE_SIZE
-from labeler.outputs.folder import output_stems
-from labeler.utils.images import upright_size
-from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides, load_prompts, save_prompts
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_main(*args, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), "--headless", "--quiet", *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, timeout=600,
-    )
-
-
-def read_png(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path))
-
-
-def check_outputs(out: Path, targets: list[Path], object_ids: list[int]) -> list[dict]:
-    """Every output agrees with every other: files, label map, id masks, boxes and results.csv."""
-    rows = list(csv.DictReader(open(out / "results.csv")))
-    for target, stem in zip(targets, output_stems(targets)):
-        target_rows = [r for r in rows if r["image"] == target.name]
-        assert sorted(int(r["id"]) for r in target_rows) == object_ids
-        w, h = upright_size(target)
-        labels = read_png(out / "labels" / f"{stem}.png")
-        assert labels.shape == (h, w)
-        colors = read_png(out / "masks" / f"{stem}.png")
-        assert colors.shape == (h, w, 3)
-        assert Image.open(out / "overlays" / f"{stem}.jpg").size == (w, h)
-        boxes = {int(line.split()[0]): tuple(map(int, line.split()[1:]))
-                 for line in (out / "bboxes" / f"{stem}.txt").read_text().splitlines()}
-        union = np.zeros((h, w), dtype=bool)
-        for r in target_rows:
-            k = int(r["id"])
-            id_mask_path = out / "id_masks" / f"{stem}_id{k}.png"
-            if r["status"] == "absent":
-                assert not id_mask_path.exists() and k not in boxes and r["area"] == "0"
-                assert not (labels == k).any()
-                continue
-            assert r["status"] == "present"
-            mask = read_png(id_mask_path)
-            assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
-            mask = mask == 255
-            union |= mask
-            assert int(r["area"]) == mask.sum() > 0
-            ys, xs = np.nonzero(mask)
-            extent = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-            assert boxes[k] == extent and r["bbox"] == " ".join(map(str, extent))
-            assert not (labels == k)[~mask].any(), "label map pixel outside its id mask"
-        np.testing.assert_array_equal(labels > 0, union)
-        assert set(boxes) == {int(r["id"]) for r in target_rows if r["status"] == "present"}
-    return rows
+from labeler.prompts.prompt_set import (
+    ObjectGuides,
+    PromptSet,
+    ReferenceGuides,
+    load_prompts,
+    save_prompts,
+)
 
 
 @pytest.fixture

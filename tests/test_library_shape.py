@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from test_cli import ROOT, run_main
+from helpers import ROOT, run_main
 
 PACKAGE = ROOT / "labeler"
 # The package's layers, lowest first: data flows up (prompts -> the model backend -> the batch -> files), and a

@@ -32,11 +32,11 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..models.sam2.tracker import Labeler, to_model_input
+from ..outputs.folder import Manifest, OutputFolder, TargetRecord, output_stems
+from ..outputs.writers import ResultsTable, TargetWriter, save_records
 from ..utils.files import remove_temp_files
 from ..utils.hashing import content_hash
 from ..utils.images import ImageReadError, read_rgb
-from ..outputs.folder import Manifest, OutputFolder, TargetRecord, output_stems
-from ..outputs.writers import ResultsTable, TargetWriter, save_records
 
 log = logging.getLogger(__name__)
 PREFETCH = 2  # targets decoded ahead of the model beyond one per worker; the same for writes left pending

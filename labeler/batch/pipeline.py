@@ -23,11 +23,17 @@ from pathlib import Path
 from .. import defaults
 from ..errors import UsageError
 from ..exports import parse_formats
-from ..utils.hashing import content_hash
-from ..utils.images import list_images
-from ..models.sam2.build import UNTRAINED, check_checkpoint, check_image_size, input_size, resolve_device
+from ..models.sam2.build import (
+    UNTRAINED,
+    check_checkpoint,
+    check_image_size,
+    input_size,
+    resolve_device,
+)
 from ..outputs.folder import OutputFolder, fingerprint
 from ..prompts.prompt_set import PromptSet, as_prompt_set
+from ..utils.hashing import content_hash
+from ..utils.images import list_images
 
 log = logging.getLogger("labeler")
 
@@ -242,8 +248,8 @@ def _checked(parse, value):
 
 def _label(predictor, features, prompts, targets, folder, run, memory, threshold, batch: dict):
     """The local executor with `predictor` (and its feature cache, or None)."""
-    from .local import run_batch
     from ..models.sam2.tracker import Labeler
+    from .local import run_batch
 
     labeler = Labeler(predictor, prompts, memory=memory, threshold=threshold, num_targets=len(targets),
                       features=features)

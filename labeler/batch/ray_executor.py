@@ -43,13 +43,20 @@ from ray.exceptions import GetTimeoutError, RayActorError, WorkerCrashedError
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .local import (SAVE_EVERY, BatchSummary, label_and_write, read_target, release_free_heap, steady_heap,
-                    targets_to_label)
 from ..errors import UsageError
-from ..utils.files import remove_temp_files
 from ..outputs.folder import Manifest, OutputFolder, TargetRecord, output_stems
-from ..prompts.prompt_set import PromptSet
 from ..outputs.writers import ResultsTable, TargetWriter, save_records
+from ..prompts.prompt_set import PromptSet
+from ..utils.files import remove_temp_files
+from .local import (
+    SAVE_EVERY,
+    BatchSummary,
+    label_and_write,
+    read_target,
+    release_free_heap,
+    steady_heap,
+    targets_to_label,
+)
 
 log = logging.getLogger("labeler")
 IN_FLIGHT = 2  # chunks per worker: one being labeled, the next one's images read meanwhile
@@ -83,8 +90,8 @@ class LabelerSpec:
     features: Callable | None = None  # predictor -> its FeatureCache or None (feature_cache.feature_cache_for, bound)
 
     def __call__(self):
-        from ..models.sam2.tracker import Labeler
         from ..models.sam2.build import build_predictor
+        from ..models.sam2.tracker import Labeler
 
         predictor = build_predictor(self.model, self.checkpoint, self.image_size, self.device)
         features = self.features(predictor) if self.features is not None else None

@@ -16,13 +16,12 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 from pycocotools import mask as mask_util
 
-from ..utils.files import atomic_write_text
-from ..types.guides import class_name
-from ..utils.images import upright_size
 from ..outputs.folder import OutputFolder, TargetRecord
+from ..types.guides import class_name
+from ..utils.files import atomic_write_text
+from ..utils.images import upright_size
 from ..utils.rle import encode
 from .common import read_id_mask
 

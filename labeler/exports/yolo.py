@@ -32,9 +32,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..utils.files import atomic_write_text
-from ..types.guides import class_name
 from ..outputs.folder import OutputFolder, TargetRecord
+from ..types.guides import class_name
+from ..utils.files import atomic_write_text
 from .common import read_id_mask
 
 DECIMALS = 6

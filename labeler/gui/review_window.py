@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
 from ..models.sam2.tracker import ReferencePreview
 from ..prompts.guide_state import GuideState
+from ..review.session import Review
 from ..types.guides import ObjectGuides
 from ..utils.images import read_rgb
-from ..review.session import Review
 from .selector import SessionInfo, SmartSelector, use_window_backend
 
 log = logging.getLogger("labeler")
@@ -219,8 +218,8 @@ def review_command(argv: list[str], config: dict) -> int:
 def _review(args) -> int:
     import matplotlib.pyplot as plt
 
-    from ..models.sam2.build import build_predictor, resolve_device
     from ..batch.pipeline import label_batch
+    from ..models.sam2.build import build_predictor, resolve_device
 
     with Review.open(args.output, args.targets) as review:
         s = review.settings

@@ -27,12 +27,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..utils.colors import color_for
-from ..models.sam2.tracker import ReferencePreview, compose_mask
 from ..errors import UsageError
+from ..models.sam2.tracker import ReferencePreview, compose_mask
 from ..prompts.guide_state import GuideState
-from ..utils.images import read_rgb
 from ..prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides, save_prompts
+from ..utils.colors import color_for
+from ..utils.images import read_rgb
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,6 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from ..errors import UsageError

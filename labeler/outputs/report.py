@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..types.guides import class_name
 from ..utils.colors import color_for
 from ..utils.files import atomic_write_bytes
-from ..types.guides import class_name
 from ..utils.images import open_image
 from .folder import OutputFolder, TargetRecord, all_object_ids
 

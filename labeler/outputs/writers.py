@@ -19,10 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..utils.colors import color_for
 from ..types.detections import Detection
-from ..utils.files import atomic_write_bytes, atomic_write_text
 from ..types.guides import class_name
+from ..utils.colors import color_for
+from ..utils.files import atomic_write_bytes, atomic_write_text
 from .folder import TARGET_FOLDERS, Manifest, OutputFolder, TargetRecord
 
 JPEG_QUALITY = 90

@@ -41,10 +41,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ..utils import rle
 from ..errors import UsageError
-from ..utils.files import atomic_write_text
 from ..types.guides import ObjectGuides, ReferenceGuides, class_name
+from ..utils import rle
+from ..utils.files import atomic_write_text
 from ..utils.images import ImageReadError, upright_size
 
 __all__ = [

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..types.detections import Detection
 from ..errors import UsageError
+from ..outputs.folder import OutputFolder, TargetRecord
+from ..outputs.writers import TargetWriter, save_records
+from ..prompts.prompt_set import PromptSet
+from ..types.detections import Detection
 from ..types.guides import ObjectGuides, ReferenceGuides, class_name
 from ..utils.images import list_images, read_rgb, upright_size
-from ..outputs.folder import OutputFolder, TargetRecord
-from ..prompts.prompt_set import PromptSet
-from ..outputs.writers import TargetWriter, save_records
 
 log = logging.getLogger("labeler")
 

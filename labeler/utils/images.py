@@ -5,7 +5,6 @@ Usage: `rgb = read_rgb("photo.jpg")` gives an (H, W, 3) uint8 array in EXIF-upri
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from pathlib import Path

@@ -3,7 +3,7 @@
 SAM 2's video predictor works on a video loaded from a folder. The labeler instead feeds it one
 frame at a time (references, then targets), through the same inference state and the same
 methods `init_state`, `add_new_points_or_box`, `add_new_mask` and `propagate_in_video` use. That
-relies on internals of rf-sam-2 1.0.3, the version tests/test_fidelity.py proves equal to
+relies on internals of rf-sam-2 1.0.3, the version tests/models/sam2/test_fidelity.py proves equal to
 `SAM2VideoPredictor`; another version stops at import with one message.
 
 `refs` mode: for a target at frame K right after the references, SAM 2's `track_step`

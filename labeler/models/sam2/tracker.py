@@ -5,7 +5,7 @@ inference state, prompted and tracked with the predictor's own methods in the or
 `add_new_points_or_box` / `add_new_mask` / `propagate_in_video` use them (`sam2_internals`). In
 `chain` mode the targets follow the same way; in `refs` mode each target runs against the fixed
 reference memories, doing once what doesn't change from target to target. Either way a target's
-result equals what SAM 2 gives on a JPEG folder [ref_1 … ref_K, target(s)] (tests/test_fidelity.py).
+result equals what SAM 2 gives on a JPEG folder [ref_1 … ref_K, target(s)] (tests/models/sam2/test_fidelity.py).
 
 Usage:
     labeler = Labeler(predictor, prompts, memory="refs")
@@ -22,16 +22,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import internals
+from ...prompts.prompt_set import PromptSet
 from ...types.detections import Detection
 from ...types.guides import ObjectGuides, class_name
 from ...utils.hashing import content_hash
 from ...utils.images import read_rgb
-from ...prompts.prompt_set import PromptSet
+from . import internals
 
 MEMORY_MODES = ("refs", "chain")
 # SAM 2's frame loader normalises with ImageNet statistics: float64 x / 255, then float32 (x - mean) / std.
-# Those are 256 values per channel, so they are looked up: the same bits (tests/test_fidelity.py), a
+# Those are 256 values per channel, so they are looked up: the same bits (tests/models/sam2/test_fidelity.py), a
 # third of the time.
 _MEAN = torch.tensor((0.485, 0.456, 0.406), dtype=torch.float32)[:, None]
 _STD = torch.tensor((0.229, 0.224, 0.225), dtype=torch.float32)[:, None]

@@ -13,16 +13,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from agg_driver import Driver  # noqa: E402
+from helpers import ROOT  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from labeler.gui.review_window import ReviewWindow  # noqa: E402
 from labeler.models.sam2.tracker import ReferencePreview  # noqa: E402
+from labeler.review.session import Review  # noqa: E402
 from labeler.types.guides import ObjectGuides  # noqa: E402
 from labeler.utils.images import read_rgb  # noqa: E402
-from labeler.review.session import Review  # noqa: E402
-from labeler.gui.review_window import ReviewWindow  # noqa: E402
-from test_cli import ROOT  # noqa: E402
-from test_review import labeled_folder, out  # noqa: E402,F401  (fixtures)
-from test_selector import Driver  # noqa: E402
 
 
 @pytest.fixture
@@ -163,7 +162,7 @@ def test_the_real_window_under_xvfb_reviews_fixes_teaches_and_relabels(labeled_f
     import shutil
     from pathlib import Path
 
-    from test_selector_window import WINDOW, Screen, _require_a_display, xvfb
+    from xdisplay import WINDOW, Screen, _require_a_display, xvfb
 
     _require_a_display()
     shutil.copytree(labeled_folder.parent / "targets", tmp_path / "targets")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 
-from conftest import make_inputs
+from helpers import make_inputs
+
 from labeler.batch import local as batch
 from labeler.models.sam2.tracker import Labeler
-from labeler.utils.images import list_images
 from labeler.prompts.prompt_set import PromptSet
+from labeler.utils.images import list_images
 
 
 def _files(folder):

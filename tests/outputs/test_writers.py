@@ -10,9 +10,15 @@ import cv2
 import numpy as np
 import pytest
 
-from labeler.utils.colors import color_for
+from labeler.outputs.writers import (
+    ResultsTable,
+    TargetWriter,
+    class_name,
+    draw_overlay,
+    label_map,
+)
 from labeler.types.detections import Detection
-from labeler.outputs.writers import ResultsTable, TargetWriter, class_name, draw_overlay, label_map
+from labeler.utils.colors import color_for
 
 H, W = 120, 160
 CLASSES = {1: "scratch", 3: "dent"}

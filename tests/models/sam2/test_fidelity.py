@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import save_jpeg, synthetic_image
 
-from conftest import save_jpeg, synthetic_image
 from labeler.models.sam2.tracker import Labeler, ReferencePreview
-from labeler.utils.images import read_rgb
 from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides
+from labeler.utils.images import read_rgb
 
 TOL = 1e-3
 W, H = 320, 240

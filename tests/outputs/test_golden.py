@@ -2,7 +2,7 @@
 
 Recorded before the library refactor (issue 11) and kept as the guard of every later change: a change
 that alters an output file must say so here, by re-recording (`LABELER_RECORD_GOLDEN=1 python -m
-pytest tests/test_golden.py`) in a commit that names the change.
+pytest tests/outputs/test_golden.py`) in a commit that names the change.
 
 Test checkpoint, image size 256, images `conftest.make_inputs` makes (its `golden_run` is shared with test_api): two references (a box, points with a
 negative one, paint, paint and erase), three objects, six targets of three sizes (two sharing a
@@ -21,10 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import IMAGE_SIZE, ROOT
 
-from conftest import IMAGE_SIZE
-
-ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = Path(__file__).with_name("golden") / "output_folder.json"
 TEXT_SUFFIXES = {".json", ".csv", ".txt", ".yaml"}
 

@@ -22,15 +22,14 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from helpers import IMAGE_SIZE, ROOT
 from PIL import Image
 
-from conftest import IMAGE_SIZE
 from labeler import cli
-from labeler.outputs import meshes
 from labeler.errors import UsageError
+from labeler.outputs import meshes
 from labeler.outputs.meshes import Reconstruction, Reconstructor, write_meshes
 
-ROOT = Path(__file__).resolve().parents[1]
 DEMO_PROMPTS = ROOT / "assets/demo/prompts.json"
 DEMO_TARGETS = ROOT / "assets/demo/targets"
 TARGETS = sorted(DEMO_TARGETS.iterdir())

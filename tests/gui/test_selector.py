@@ -9,46 +9,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from matplotlib.backend_bases import KeyEvent, MouseEvent  # noqa: E402
+from agg_driver import Driver  # noqa: E402
+from helpers import save_jpeg, synthetic_image  # noqa: E402
+from matplotlib.backend_bases import MouseEvent  # noqa: E402
 
-from conftest import save_jpeg, synthetic_image  # noqa: E402
+from labeler.gui.selector import SessionInfo, SmartSelector  # noqa: E402
 from labeler.models.sam2.tracker import ReferencePreview, compose_mask  # noqa: E402
 from labeler.prompts.guide_state import GuideState  # noqa: E402
-from labeler.gui.selector import SessionInfo, SmartSelector  # noqa: E402
 
 W, H = 320, 240
-
-
-class Driver:
-    """Sends mouse and key events at image coordinates, as a person at the window would."""
-
-    def __init__(self, selector: SmartSelector):
-        self.s = selector
-        self.canvas = selector.fig.canvas
-        self.canvas.draw()
-
-    def _xy(self, x, y, axes=None):
-        return (axes or self.s.ax).transData.transform((x, y))
-
-    def mouse(self, name, x, y, button=None, axes=None):
-        sx, sy = self._xy(x, y, axes)
-        event = MouseEvent(name, self.canvas, sx, sy, button=button)
-        self.canvas.callbacks.process(name, event)
-
-    def click(self, x, y, button=1):
-        self.mouse("button_press_event", x, y, button)
-        self.mouse("button_release_event", x, y, button)
-
-    def drag(self, points, button=1):
-        self.mouse("button_press_event", *points[0], button)
-        for p in points[1:]:
-            self.mouse("motion_notify_event", *p)
-        self.mouse("button_release_event", *points[-1], button)
-
-    def key(self, key, at=None):
-        if at is not None:
-            self.mouse("motion_notify_event", *at)
-        self.canvas.callbacks.process("key_press_event", KeyEvent("key_press_event", self.canvas, key))
 
 
 @pytest.fixture

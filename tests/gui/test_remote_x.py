@@ -20,9 +20,17 @@ import time
 
 import numpy as np
 from PIL import Image
-
-from test_selector_window import (
-    BOX, POSITIVE, REFS, ROOT, STROKE, TARGETS, Layout, Screen, _require_a_display, check_image_fills_left_part,
+from xdisplay import (
+    BOX,
+    POSITIVE,
+    REFS,
+    ROOT,
+    STROKE,
+    TARGETS,
+    Layout,
+    Screen,
+    _require_a_display,
+    check_image_fills_left_part,
 )
 from xremote import remote_x
 

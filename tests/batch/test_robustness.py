@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import IMAGE_SIZE, ROOT, check_outputs, run_main
 from PIL import Image
 
-from conftest import IMAGE_SIZE
 from labeler.batch.local import run_batch
 from labeler.types.detections import Detection
-from test_cli import ROOT, check_outputs, run_main
 
 DEMO = ROOT / "assets" / "demo"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,36 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import IMAGE_SIZE, ROOT, run_main
 from PIL import Image
 
 import labeler
-from conftest import IMAGE_SIZE
 from labeler.review.session import Review
-from test_cli import ROOT, run_main
 
 DEMO = ROOT / "assets" / "demo"
-
-
-@pytest.fixture(scope="module")
-def labeled_folder(test_checkpoint, tmp_path_factory):
-    root = tmp_path_factory.mktemp("review")
-    targets = root / "targets"
-    targets.mkdir()
-    for p in sorted((DEMO / "targets").iterdir()):
-        (targets / p.name).write_bytes(p.read_bytes())
-    out = root / "out"
-    summary = labeler.label_batch(DEMO / "prompts.json", targets=targets, output=out, checkpoint=test_checkpoint,
-                                  image_size=IMAGE_SIZE, formats=("coco", "yolo"), progress=False)
-    assert summary.labeled == 6
-    return out
-
-
-@pytest.fixture
-def out(labeled_folder, tmp_path):
-    """A fresh copy of the labeled folder (its targets folder beside it, as the manifest records)."""
-    shutil.copytree(labeled_folder.parent / "targets", tmp_path / "targets")
-    shutil.copytree(labeled_folder, tmp_path / "out")
-    return tmp_path / "out"
 
 
 def rows(out: Path) -> list[dict]:

@@ -7,10 +7,10 @@ import re
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 
 from labeler.models.sam2 import build as model_module
 from labeler.models.sam2.build import (
@@ -21,8 +21,6 @@ from labeler.models.sam2.build import (
     download_checkpoint,
     resolve_device,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_checkpoint_weights_are_loaded(test_checkpoint):

@@ -142,7 +142,7 @@ class RemoteX:
 @contextlib.contextmanager
 def remote_x(log_dir: Path, screen: tuple[int, int] = (1400, 900)):
     """Start Xvfb (TCP only, no MIT-SHM) and the counting proxy; yields a `RemoteX`. Stops both after."""
-    from test_selector_window import xvfb
+    from xdisplay import xvfb
 
     with xvfb(Path(log_dir), screen, ("-listen", "tcp", "-nolisten", "unix", "-extension", "MIT-SHM"),
               "xvfb-remote.log") as display:

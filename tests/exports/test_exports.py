@@ -12,20 +12,31 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from helpers import (
+    IMAGE_SIZE,
+    ROOT,
+    check_outputs,
+    run_main,
+    save_jpeg,
+    synthetic_image,
+)
 from PIL import Image
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
-from conftest import IMAGE_SIZE, save_jpeg, synthetic_image
 from labeler.cli import main
 from labeler.exports import parse_formats, write_exports
 from labeler.exports.yolo import polygon_lines
-from labeler.utils.images import upright_size
 from labeler.outputs.folder import Manifest, ObjectRecord, TargetRecord, output_stems
-from labeler.types.guides import class_name
-from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides, save_prompts
 from labeler.outputs.report import MAX_SHOWN, render_report, review_order, sheet_size
-from test_cli import ROOT, check_outputs, run_main
+from labeler.prompts.prompt_set import (
+    ObjectGuides,
+    PromptSet,
+    ReferenceGuides,
+    save_prompts,
+)
+from labeler.types.guides import class_name
+from labeler.utils.images import upright_size
 
 # pycocotools' decode under numpy 2 (its own code, harmless)
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,13 +27,12 @@ except ImportError:  # an optional extra: CI installs it (.ci/run), so there a m
         raise
     pytest.skip('Ray is not installed: pip install -e ".[ray]"', allow_module_level=True)
 
+from helpers import ROOT, files_of, make_inputs, run_main  # noqa: E402
+
 import labeler  # noqa: E402
-from conftest import make_inputs  # noqa: E402
+from labeler.outputs.folder import OutputFolder  # noqa: E402
 from labeler.types.detections import Detection  # noqa: E402
 from labeler.utils.images import list_images, read_rgb  # noqa: E402
-from labeler.outputs.folder import OutputFolder  # noqa: E402
-from test_api import files_of  # noqa: E402
-from test_cli import ROOT, run_main  # noqa: E402
 
 SIZE = 128
 FORMATS = ("coco",)  # exports come from the recorded files and records; YOLO's joining of parts is slow on noise masks

@@ -12,17 +12,14 @@ import sqlite3
 
 import pytest
 import torch
+from helpers import IMAGE_SIZE, files_of
 
 import labeler
 import labeler.outputs.folder
 from labeler.batch import feature_cache
 from labeler.batch.feature_cache import FeatureCache, cache_command
-from labeler.utils.hashing import ContentHasher
-from labeler.utils.images import read_rgb
 from labeler.models.sam2.build import build_predictor
-
-from conftest import IMAGE_SIZE
-from test_api import files_of
+from labeler.utils.hashing import ContentHasher
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +151,8 @@ def test_the_command_line_cache_options(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
+
     from labeler import cli
     from labeler.batch import pipeline
 

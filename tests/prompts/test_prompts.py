@@ -14,9 +14,6 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from labeler.prompts import prompt_set as prompts_module
-from labeler.types import guides
-from labeler.utils import rle as rle_codec
-from labeler.types.guides import ObjectGuides, ReferenceGuides
 from labeler.prompts.prompt_set import (
     PromptError,
     PromptSet,
@@ -25,6 +22,9 @@ from labeler.prompts.prompt_set import (
     prompts_to_dict,
     save_prompts,
 )
+from labeler.types import guides
+from labeler.types.guides import ObjectGuides, ReferenceGuides
+from labeler.utils import rle as rle_codec
 
 W, H = 64, 48
 A, B = "refs/a.png", "refs/b.jpg"
