@@ -10,10 +10,10 @@ what a remote X display (`ssh -X`) receives, 4 bytes each. Run: `python benchmar
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+import common  # noqa: F401  (the repository root on sys.path)
 import matplotlib
 
 matplotlib.use("Agg")
@@ -21,7 +21,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.backend_bases import MouseEvent  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from labeler.gui.selector import SmartSelector  # noqa: E402
 
 

@@ -18,32 +18,20 @@ Run: `python benchmarks/bench_cache.py` (about 4 minutes on 2 cores); `--targets
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_labeling import image_set, prompts_for
+from common import REAL, merge_results
+from PIL import Image
 
-from bench_labeling import REAL, image_set, prompts_for  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from labeler.types.guides import ObjectGuides, ReferenceGuides  # noqa: E402
-from labeler.models.sam2.build import build_predictor  # noqa: E402
-from labeler.batch.pipeline import label_batch  # noqa: E402
-from labeler.prompts.prompt_set import PromptSet  # noqa: E402
+from labeler.batch.pipeline import label_batch
+from labeler.models.sam2.build import build_predictor
+from labeler.prompts.prompt_set import PromptSet
+from labeler.types.guides import ObjectGuides, ReferenceGuides
 
 IMAGE_SIZE = 1024
-
-
-def merge_results(key: str, value: dict) -> None:
-    path = ROOT / "benchmarks" / "results.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[key] = value
-    path.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def main() -> None:
@@ -94,7 +82,7 @@ def main() -> None:
                 references="2 x 1 object (third: 1 object)")
     print(f"threshold change: {rows['threshold_ratio']:.2f}x the first run (goal <= 0.55); third reference: "
           f"{rows['third_reference_ratio']:.2f}x (goal <= 0.65); one entry {rows['entry_mb_1024px']:.1f} MB")
-    merge_results("feature_cache", rows)
+    print(f"wrote {merge_results('feature_cache', rows)} (\"feature_cache\")")
 
 
 if __name__ == "__main__":

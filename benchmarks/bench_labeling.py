@@ -2,7 +2,8 @@
 
 Untrained SAM 2.1 tiny at 1024 px on the CPU (the amount of computation doesn't depend on the
 weights' values), on the real photos in ../shared/data/real (generated images where absent).
-Prints a table and writes benchmarks/results.json and benchmarks/results.png:
+Prints a table, merges it into benchmarks/results.json under "labeling" (the other benchmarks' keys
+are kept) and draws benchmarks/results.png:
 
 1. per-target time of the labeler in refs mode, 2 references x 1, 2 and 4 objects;
 2. per-target time of the usual route: `SAM2VideoPredictor.init_state` on a JPEG folder of the
@@ -18,7 +19,6 @@ memory part alone, about 16 minutes; `--quick` for a smoke run).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import subprocess
 import sys
@@ -29,18 +29,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import REAL, ROOT, load_results, merge_results
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from labeler.batch.local import run_batch
+from labeler.models.sam2.build import build_predictor
+from labeler.models.sam2.tracker import Labeler
+from labeler.prompts.prompt_set import (
+    ObjectGuides,
+    PromptSet,
+    ReferenceGuides,
+    save_prompts,
+)
+from labeler.utils.images import read_rgb
 
-from labeler.batch.local import run_batch  # noqa: E402
-from labeler.models.sam2.tracker import Labeler  # noqa: E402
-from labeler.utils.images import read_rgb  # noqa: E402
-from labeler.models.sam2.build import build_predictor  # noqa: E402
-from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides, save_prompts  # noqa: E402
-
-REAL = ROOT.parent / "shared" / "data" / "real"
 warnings.filterwarnings("ignore", message=r"cannot import name '_C'")
 
 # Guides on two bedroom frames (960x540), up to four objects each (SAM 2's example clicks).
@@ -143,10 +145,10 @@ def pipeline_overhead(predictor, prompts, targets, out: Path) -> dict:
     model_time = 0.0
     predict_many = labeler.predict_many
 
-    def timed(rgbs):
+    def timed(*args, **kwargs):
         nonlocal model_time
         t0 = time.perf_counter()
-        result = predict_many(rgbs)
+        result = predict_many(*args, **kwargs)
         model_time += time.perf_counter() - t0
         return result
 
@@ -198,15 +200,13 @@ def main() -> None:
         "image_size": args.image_size, "targets_timed": args.targets,
         "images": "real photos" if REAL.is_dir() else "generated",
     }
-    out = Path(__file__).with_name("results.json")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         refs, targets = image_set(tmp / "targets", args.targets)
         if args.memory_only:
-            results = {**json.loads(out.read_text()), "image_size": args.image_size}
+            results = {**load_results("labeling", {}), "image_size": args.image_size}
             measure_memory(results, refs, counts, tmp, args.image_size)
-            out.write_text(json.dumps(results, indent=1) + "\n")
-            plot(results, out.with_suffix(".png"))
+            save(results)
             return
         results["labeler_refs_mode"] = {}
         for objects in (1, 2, 4):
@@ -229,9 +229,14 @@ def main() -> None:
         print(f"pipeline: wall {overhead['wall_s']:.1f} s, model {overhead['model_s']:.1f} s, overhead "
               f"{100 * overhead['overhead_fraction']:.1f}% of model time", flush=True)
         measure_memory(results, refs, counts, tmp, args.image_size)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    plot(results, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    save(results)
+
+
+def save(results: dict) -> None:
+    """results.json's "labeling" (the other keys kept) and the plot beside it."""
+    path = merge_results("labeling", results)
+    plot(results, path.with_suffix(".png"))
+    print(f"wrote {path} (\"labeling\") and {path.with_suffix('.png')}")
 
 
 def measure_memory(results: dict, refs: list[Path], counts: list[int], tmp: Path, image_size: int) -> None:

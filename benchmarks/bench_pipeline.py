@@ -17,28 +17,26 @@ benchmarks/results.json under "pipeline_ceiling" -> key (a list, one entry per r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from common import REAL, ROOT, load_results, merge_results, use_checkout
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent
-REAL = HERE.parents[1] / "shared" / "data" / "real" / "bedroom"
+BEDROOM = REAL / "bedroom"
 SIZE = (1280, 960)
 
 
 def make_targets(folder: Path, count: int) -> tuple[list[Path], list[Path]]:
     """Two references and `count` 1280x960 JPEG targets under `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    frames = sorted(REAL.glob("*.jpg")) if REAL.is_dir() else []
+    frames = sorted(BEDROOM.glob("*.jpg")) if BEDROOM.is_dir() else []
     if frames:
         sources = [Image.open(p).convert("RGB") for p in frames]
     else:
@@ -61,19 +59,19 @@ def make_targets(folder: Path, count: int) -> tuple[list[Path], list[Path]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repo", type=Path, default=HERE.parent, help="checkout whose labeler to import")
+    ap.add_argument("--repo", type=Path, default=ROOT, help="checkout whose labeler to import")
     ap.add_argument("--key", default=None, help="results.json key (default: the repo's git commit)")
     ap.add_argument("--targets", type=int, default=40)
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="print cProfile's top N, record nothing")
     args = ap.parse_args()
-    sys.path.insert(0, str(args.repo.resolve()))
+    use_checkout(args.repo)  # before the first `import labeler`
     warnings.filterwarnings("ignore", message=r"cannot import name '_C'")
     import labeler
     from labeler.batch.local import run_batch
-    from labeler.models.sam2.tracker import Labeler
-    from labeler.utils.images import list_images
     from labeler.models.sam2.build import build_predictor
+    from labeler.models.sam2.tracker import Labeler
     from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides
+    from labeler.utils.images import list_images
 
     assert Path(labeler.__file__).resolve().is_relative_to(args.repo.resolve()), labeler.__file__
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,16 +126,13 @@ def main() -> None:
     print(f"{key}: {result['targets_per_s']:.2f} targets/s, {result['cpu_ms_per_target']:.0f} ms CPU per target "
           f"(user {result['user_s']:.1f} s, system {result['system_s']:.1f} s, wall {wall:.1f} s); "
           f"bytes per target {result['bytes_per_target']}")
-    path = HERE / "results.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
-    section = data.setdefault("pipeline_ceiling", {
+    section = load_results("pipeline_ceiling", {
         "what": "run_batch, untrained SAM 2.1 tiny at --image-size 64, 2 refs x 2 objects, 1280x960 JPEG "
                 "targets, every per-target output written, no exports (benchmarks/bench_pipeline.py)",
     })
     section["machine"] = f"{platform.machine()}, {os.cpu_count()} threads"
     section.setdefault(key, []).append(result)
-    path.write_text(json.dumps(data, indent=1) + "\n")
-
+    print(f"wrote {merge_results('pipeline_ceiling', section)} (\"pipeline_ceiling\" -> {key!r})")
 
 
 def _commit(repo: Path) -> str:

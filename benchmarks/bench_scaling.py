@@ -20,23 +20,17 @@ Run: `python benchmarks/bench_scaling.py` (on 2 CPU cores, about 10 minutes); `-
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import ROOT, merge_results
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import labeler  # noqa: E402
-
-RESULTS = Path(__file__).with_name("results.json")
+import labeler
 
 
 def make_targets(folder: Path, count: int, seed: int = 0) -> Path:
@@ -127,10 +121,7 @@ def main() -> None:
         "batch_size": args.batch_size, "quick": args.quick, "runs": runs,
         "ray_overhead_ms_per_target": overhead_ms, "scaling_efficiency": efficiency, "workers": counts,
     }
-    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    data["scaling"] = result
-    RESULTS.write_text(json.dumps(data, indent=1) + "\n")
-    print(f"wrote {RESULTS} (\"scaling\")")
+    print(f"wrote {merge_results('scaling', result)} (\"scaling\")")
 
 
 if __name__ == "__main__":
