@@ -2,7 +2,8 @@
 
 Recorded before the library refactor (issue 11) and kept as the guard of every later change: a change
 that alters an output file must say so here, by re-recording (`LABELER_RECORD_GOLDEN=1 python -m
-pytest tests/outputs/test_golden.py`) in a commit that names the change.
+pytest tests/outputs/test_golden.py`) in a commit that names the change. A recording run fails on purpose
+(it has nothing to compare with); rerun without the variable to check the recorded hashes.
 
 Test checkpoint, image size 256, images `conftest.make_inputs` makes (its `golden_run` is shared with test_api): two references (a box, points with a
 negative one, paint, paint and erase), three objects, six targets of three sizes (two sharing a
@@ -21,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import IMAGE_SIZE, ROOT
 
 EXPECTED = Path(__file__).with_name("golden") / "output_folder.json"
@@ -49,11 +51,25 @@ def test_output_folder_is_byte_identical_to_the_recorded_one(golden_run):
     if os.environ.get("LABELER_RECORD_GOLDEN"):
         EXPECTED.parent.mkdir(exist_ok=True)
         EXPECTED.write_text(json.dumps(digest, indent=1, sort_keys=True) + "\n")
+        # Comparing the folder with what was just written from it would check nothing: a recording run never passes.
+        pytest.fail(f"recorded {len(digest)} hashes into {EXPECTED}; rerun without LABELER_RECORD_GOLDEN to check",
+                    pytrace=False)
     expected = json.loads(EXPECTED.read_text())
     assert sorted(digest) == sorted(expected), "files added or missing"
     changed = [name for name in expected if digest[name] != expected[name]]
     assert not changed, f"files whose bytes changed: {changed}"
 
+
+
+def test_a_recording_run_writes_the_hashes_and_fails(golden_run, tmp_path, monkeypatch):
+    """LABELER_RECORD_GOLDEN records and then fails, never a pass (here into a temporary file, not the golden one)."""
+    recorded = tmp_path / "golden" / "output_folder.json"
+    monkeypatch.setattr(sys.modules[__name__], "EXPECTED", recorded)
+    monkeypatch.setenv("LABELER_RECORD_GOLDEN", "1")
+    with pytest.raises(pytest.fail.Exception, match=r"recorded \d+ hashes into .*rerun without LABELER_RECORD_GOLDEN"):
+        test_output_folder_is_byte_identical_to_the_recorded_one(golden_run)
+    root, out, _ = golden_run
+    assert json.loads(recorded.read_text()) == folder_digest(out, root)
 
 def test_manifest_records_every_target(golden_run):
     _, out, _ = golden_run
