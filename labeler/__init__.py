@@ -16,7 +16,7 @@ import importlib
 __version__ = "0.1.0"
 
 _WHERE = {
-    "BatchSummary": "batch.local",
+    "BatchSummary": "batch.recorder",
     "Detection": "types.detections",
     "ImageReadError": "utils.images",
     "LabelResult": "api",

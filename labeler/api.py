@@ -18,6 +18,7 @@ import numpy as np
 
 from . import defaults
 from .errors import UsageError
+from .models.backend import MEMORY_MODES, ModelSettings
 from .prompts.prompt_set import PromptSet, as_prompt_set
 from .types.detections import Detection
 from .utils.hashing import content_hash
@@ -71,13 +72,18 @@ class Labeler:
 
     def __init__(self, predictor, prompts: PromptSet, memory: str = defaults.MEMORY,
                  threshold: float = defaults.THRESHOLD, features=None):
-        from .models.sam2.tracker import Labeler as Core
-
-        if memory not in ("refs", "chain"):
+        """predictor: a model backend (`models.backend.ModelBackend`), or a SAM 2 predictor."""
+        if memory not in MEMORY_MODES:
             raise UsageError(f"memory mode {memory!r}: choose refs or chain")
-        self.predictor, self.prompts, self.memory, self.threshold = predictor, prompts, memory, threshold
+        if not hasattr(predictor, "condition"):  # a SAM 2 predictor, as this took before backends
+            from .models.sam2.backend import Sam2Backend
+
+            # Its weights' file is unknown here; the feature cache passed in carries its own key.
+            predictor = Sam2Backend(ModelSettings(checkpoint="none", image_size=predictor.image_size),
+                                    predictor=predictor)
+        self.backend, self.prompts, self.memory, self.threshold = predictor, prompts, memory, threshold
         self.features = features  # a FeatureCache: images given as paths skip the encoder when it holds them
-        self._core = Core(predictor, prompts, "refs", threshold, features=features) if memory == "refs" else None
+        self._core = predictor.condition(prompts, "refs", threshold, features=features) if memory == "refs" else None
 
     @classmethod
     def from_pretrained(
@@ -101,14 +107,15 @@ class Labeler:
         as paths whose features it holds skip the image encoder).
         """
         from .batch.feature_cache import feature_cache_for
-        from .models.sam2.build import build_predictor, check_checkpoint, resolve_device
+        from .models.backend import build_backend
+        from .models.common import resolve_device
 
         prompts = as_prompt_set(prompts)
-        if memory not in ("refs", "chain"):
+        if memory not in MEMORY_MODES:
             raise UsageError(f"memory mode {memory!r}: choose refs or chain")
-        predictor = build_predictor(model, checkpoint, image_size, resolve_device(device))
-        features = feature_cache_for(cache, cache_size_gb, model, check_checkpoint(model, checkpoint), predictor)
-        return cls(predictor, prompts, memory=memory, threshold=threshold, features=features)
+        backend = build_backend(ModelSettings(model, checkpoint, image_size, resolve_device(device).type))
+        features = feature_cache_for(cache, cache_size_gb, backend)
+        return cls(backend, prompts, memory=memory, threshold=threshold, features=features)
 
     @property
     def object_ids(self) -> list[int]:
@@ -126,10 +133,8 @@ class Labeler:
         """Results in input order, `batch_size` images per forward (refs mode); an image that can't be read
         gives a result with `error` set, and the stream goes on. In chain mode the images are one chain."""
         if self.memory == "chain":
-            from .models.sam2.tracker import Labeler as Core
-
             images = list(images)
-            core = Core(self.predictor, self.prompts, "chain", self.threshold, len(images), self.features)
+            core = self.backend.condition(self.prompts, "chain", self.threshold, len(images), self.features)
             batch_size = 1
         else:
             core = self._core

@@ -152,8 +152,8 @@ def _run(a: dict, stop: threading.Event, config_classes: dict[int, str]):
         use_window_backend()  # no display: say so before the model is built
         existing, prompts, classes = prompts, None, {**config_classes, **(a["CLASS_NAMES"] or {})}
 
-        def guide(predictor):
-            return run_selector(refs, predictor, classes, prompts_path, existing=existing)
+        def guide(backend):
+            return run_selector(refs, backend, classes, prompts_path, existing=existing)
 
     library = {name.lower(): a[name] for name in OPTIONS if hasattr(defaults, name)}  # label_batch's own options
     library["cache"] = False if a["no_cache"] else library["cache"]

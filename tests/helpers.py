@@ -157,3 +157,11 @@ def files_of(folder: Path) -> dict[str, bytes]:
     own = str(folder.absolute()).encode()
     return {p.relative_to(folder).as_posix(): p.read_bytes().replace(own, b"<out>")
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def as_backend(predictor):
+    """A SAM 2 predictor built in a test as the labeler's model backend."""
+    from labeler.models.backend import ModelSettings
+    from labeler.models.sam2.backend import Sam2Backend
+
+    return Sam2Backend(ModelSettings(checkpoint="none", image_size=predictor.image_size), predictor=predictor)

@@ -1,15 +1,15 @@
 """The image encoder's output per image, on disk, so a rerun doesn't encode what it has encoded before.
 
-An entry holds what the labeler needs of SAM 2's `forward_image` for one image: the three feature
-levels (after the mask decoder's high-resolution projections), at full precision. It is keyed by
-the image file's content and the model's identity (model, checkpoint content, image size, device
-type, precision, and the versions of the code that computed it), so any change that could change a
-feature is a miss. Entries are checked (length and CRC-32) when read: a damaged one is reported,
+An entry holds what the model backend needs of its image encoder's output for one image
+(`ModelBackend.split_features`: for SAM 2, the three feature levels after the mask decoder's
+high-resolution projections, at full precision). It is keyed by the image file's content and the
+backend's identity (model, checkpoint content, image size, device type, precision, and the versions
+of the code that computed it), so any change that could change a feature is a miss. Entries are checked (length and CRC-32) when read: a damaged one is reported,
 deleted and computed again. Least recently used entries are evicted past the size cap; a full disk
 turns the cache off for the run with one warning.
 
 Usage:
-    cache = FeatureCache(default_folder(), max_bytes=20 << 30, model_key="...")
+    cache = feature_cache_for(None, 20.0, backend)            # or FeatureCache(folder, max_bytes, model_key(backend))
     levels = cache.load(cache.key(content_hash("a.jpg")))   # None on a miss
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..utils.files import atomic_write_bytes
-from ..utils.hashing import cache_root, content_hash
+from ..utils.hashing import cache_root
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -43,30 +43,21 @@ def default_folder() -> Path:
     return cache_root() / "features"
 
 
-def model_key(model: str, checkpoint: Path | None, image_size: int, device: torch.device, seed: int = 0) -> str:
-    """What features depend on besides the image: the model, its weights' content, size, device, precision, code."""
-    import PIL
-
-    from ..models.sam2.internals import SAM2_VERSION
-
-    parts = {
-        "format": FORMAT_VERSION, "model": model, "image_size": image_size, "device": device.type,
-        "precision": "bf16-autocast" if device.type == "cuda" else "float32",
-        "weights": content_hash(checkpoint) if checkpoint else f"untrained, seed {seed}",
-        "torch": torch.__version__, "sam2": SAM2_VERSION, "pillow": PIL.__version__,
-    }
-    return json.dumps(parts, sort_keys=True)
+def model_key(backend) -> str:
+    """What features depend on besides the image: the backend's identity (model, weights' content, size,
+    device, precision, code versions) and this file format's version."""
+    return json.dumps({"format": FORMAT_VERSION, **backend.identity()}, sort_keys=True)
 
 
-def feature_cache_for(cache, size_gb: float, model: str, checkpoint: Path | None, predictor) -> FeatureCache | None:
-    """The feature cache for this predictor: None when `cache` is False, or None on CUDA (where encoding is fast).
+def feature_cache_for(cache, size_gb: float, backend) -> FeatureCache | None:
+    """The feature cache for this backend's model: None when `cache` is False, or None on CUDA (where encoding is
+    fast).
 
     cache: a folder, None for `default_folder()`, or False. size_gb: its size cap.
     """
-    if cache is False or (cache is None and predictor.device.type == "cuda"):
+    if cache is False or (cache is None and backend.device.type == "cuda"):
         return None
-    key = model_key(model, checkpoint, predictor.image_size, predictor.device)
-    return FeatureCache(default_folder() if cache is None else Path(cache), int(size_gb * 1e9), key)
+    return FeatureCache(default_folder() if cache is None else Path(cache), int(size_gb * 1e9), model_key(backend))
 
 
 class FeatureCache:

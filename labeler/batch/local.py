@@ -1,17 +1,16 @@
-"""Running a batch: targets are read ahead, labeled one at a time, written behind, and recorded.
+"""The local executor: targets are read ahead, labeled in this process, written behind; and what a chunk of
+targets takes, for every executor (`read_target`, `label_and_write`).
 
-Reading (decoding) and writing (post-processing, encoding) run on worker threads, as many of each
-as the process may use CPUs (their work, in PIL, OpenCV and NumPy, releases the GIL), with a fixed
-number of targets in flight; records are kept in target order, so any number of workers writes the
-same folder.
+Reading (decoding, the model input) and writing (post-processing, encoding) run on worker threads, as
+many of each as the process may use CPUs (their work, in PIL, OpenCV and NumPy, releases the GIL), with a
+fixed number of targets in flight. The to-do list, the records' order, saves, the stop request and the
+summary are the `BatchRecorder`'s, so any number of workers writes the same folder, and so does the Ray
+executor. `pipeline.label_batch` runs it with everything around it (checks, the model, exports, the
+review sheet, meshes).
 
-A rerun skips targets the output folder's manifest records as labeled with the same fingerprint;
-a stop request (SIGINT, SIGTERM) ends the batch after the current target with every record saved.
-
-This is the local executor; `pipeline.label_batch` runs it with everything around it (checks,
-the model, exports, the review sheet, meshes).
-
-Usage: `summary = run_batch(labeler, list_images("targets"), Path("output"), classes, fingerprint)`.
+Usage:
+    recorder = BatchRecorder(OutputFolder("output"), list_images("targets"), classes, fingerprint)
+    summary = run_batch(backend.condition(prompts), recorder, prepare=backend.prepare)
 """
 
 from __future__ import annotations
@@ -20,57 +19,21 @@ import ctypes
 import gc
 import logging
 import os
-import threading
-import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ..models.sam2.tracker import Labeler, to_model_input
-from ..outputs.folder import Manifest, OutputFolder, TargetRecord, output_stems
-from ..outputs.writers import ResultsTable, TargetWriter, save_records
-from ..utils.files import remove_temp_files
+from ..outputs.folder import TargetRecord
+from ..outputs.writers import TargetWriter
 from ..utils.hashing import content_hash
 from ..utils.images import ImageReadError, read_rgb
+from .recorder import BatchRecorder, BatchSummary
 
 log = logging.getLogger(__name__)
 PREFETCH = 2  # targets decoded ahead of the model beyond one per worker; the same for writes left pending
-SAVE_EVERY = 2.0  # seconds between saves of manifest.json and results.csv during a batch
-
-
-@dataclass
-class BatchSummary:
-    """What a run did: counts, per-ID presence over all targets, time."""
-
-    targets: int
-    labeled: int
-    skipped: int
-    failed: int
-    present: dict[int, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    interrupted: bool = False
-    meshes: object = None  # meshes.MeshSummary after a --mesh run
-    reviewed: int = 0  # targets a person reviewed: kept as they are
-
-    @property
-    def exit_code(self) -> int:
-        """The command line's: 0 all labeled, 1 some target (or, with meshes, some object) failed."""
-        return 1 if self.failed or (self.meshes is not None and self.meshes.failed) else 0
-
-    def __str__(self) -> str:
-        rate = self.labeled / self.seconds if self.seconds > 0 else 0.0
-        found = ", ".join(f"ID {k}: {n}" for k, n in sorted(self.present.items())) or "none"
-        return (
-            f"{self.targets} targets: {self.labeled} labeled, {self.skipped} already labeled, {self.failed} failed"
-            f"{f' ({self.reviewed} reviewed, kept)' if self.reviewed else ''}"
-            f"{' (interrupted)' if self.interrupted else ''}; objects found on ({found}); "
-            f"{self.seconds:.1f} s, {rate:.2f} images/s"
-        )
 
 
 try:  # glibc's; absent on other C libraries, where the heap is left to the allocator
@@ -113,7 +76,7 @@ def free_memory() -> None:
 OUT_OF_MEMORY = "out of GPU memory, twice (try a smaller --image-size or --batch-size)"
 
 
-def label_chunk(labeler: Labeler, rgbs: list, image_hashes: list[str] | None = None,
+def label_chunk(labeler, rgbs: list, image_hashes: list[str] | None = None,
                 inputs: list | None = None) -> list:
     """Detections for each image, or None for one that ran out of GPU memory twice.
 
@@ -146,14 +109,14 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def read_target(path: Path, image_size: int | None) -> tuple:
-    """(rgb, model input, content hash): a target decoded, resized and normalised for a model of
-    `image_size` (None: no model input), and hashed, off the model's thread (a reading worker's job)."""
+def read_target(path: Path, prepare: Callable | None = None) -> tuple:
+    """(rgb, model input, content hash): a target decoded, made into the model's input by `prepare`
+    (`ModelBackend.prepare`; None: no model input), and hashed, off the model's thread (a reading worker's job)."""
     rgb = read_rgb(path)
-    return rgb, to_model_input(rgb, image_size) if image_size else None, content_hash(path)
+    return rgb, prepare(rgb) if prepare is not None else None, content_hash(path)
 
 
-def label_and_write(labeler: Labeler, writer: TargetWriter, writes: ThreadPoolExecutor,
+def label_and_write(labeler, writer: TargetWriter, writes: ThreadPoolExecutor,
                     chunk: list[tuple[Path, str, Future, bool]]) -> list[Future | None]:
     """Label one chunk of targets and queue their files' writing on `writes`; a future of each record, in order.
 
@@ -196,115 +159,48 @@ def _failure(target: Path, stem: str, reason: str) -> Future:
     return done
 
 
-def targets_to_label(manifest: Manifest, targets: list[Path], stems: list[str], run_fingerprint: str,
-                     force: bool) -> tuple[list[int], set[int]]:
-    """(todo, reviewed): indices of the targets to label (refs mode), and of those a person reviewed.
+def run_batch(labeler, recorder: BatchRecorder, batch_size: int = 1, workers: int | None = None,
+              prepare: Callable | None = None) -> BatchSummary:
+    """Label the recorder's to-do list in this process; the batch's summary.
 
-    Shared by the local executor and the Ray one (`ray_executor`), so both resume the same way.
+    labeler: a `TargetLabeler` (`ModelBackend.condition`). batch_size: targets per forward (refs mode; chain
+    mode runs one at a time). workers: reading and writing threads each (default: `default_workers()`); the
+    outputs don't depend on it. prepare: the model input of an image (`ModelBackend.prepare`), made by the
+    reading threads; None: the labeler makes its own (stand-ins).
     """
-    # A target a person reviewed is never labeled again (not with other prompts, not with force).
-    reviewed = {i for i, t in enumerate(targets) if manifest.is_reviewed(t)}
-    todo = [i for i, (t, s) in enumerate(zip(targets, stems))
-            if i not in reviewed and (force or not manifest.is_done(t, s, run_fingerprint))]
-    return todo, reviewed
-
-
-def run_batch(
-    labeler: Labeler,
-    targets: list[Path],
-    output_dir: str | Path | OutputFolder,
-    classes: dict[int, str],
-    run_fingerprint: str,
-    force: bool = False,
-    progress: bool = True,
-    stop: threading.Event | None = None,
-    batch_size: int = 1,
-    settings: dict | None = None,
-    manifest: Manifest | None = None,
-    workers: int | None = None,
-) -> BatchSummary:
-    """Label the targets not yet labeled with `run_fingerprint` (all with `force`), then write results.csv.
-
-    batch_size: targets per forward (refs mode; chain mode runs one at a time).
-    settings: the run's settings, recorded in the manifest. manifest: the folder's, when the caller loaded it.
-    workers: reading and writing threads each (default: `default_workers()`); the outputs don't depend on it.
-    """
-    start = time.perf_counter()
     steady_heap()
-    folder = output_dir if isinstance(output_dir, OutputFolder) else OutputFolder(output_dir)
-    manifest = manifest if manifest is not None else folder.manifest()
-    if settings is not None:
-        manifest.settings = settings
-    stems = output_stems(targets)
-    todo, reviewed = targets_to_label(manifest, targets, stems, run_fingerprint, force)
-    if labeler.memory == "chain" and 0 < len(todo) < len(targets) - len(reviewed):
-        log.info("chain mode: %d of %d targets are labeled already, but a chain can't resume mid-way; "
-                 "labeling the whole chain again", len(targets) - len(todo), len(targets))
-        todo = list(range(len(targets)))  # reviewed frames still feed the chain; their files stay as they are
-    elif labeler.memory == "chain" and todo:
-        todo = sorted(set(todo) | reviewed)
-    remove_temp_files(folder.root)  # what a killed run may have left
-    writer = TargetWriter(folder, classes)
-    done = {"labeled": 0, "failed": 0}
-    interrupted = False
-    last_save = time.monotonic()
-
-    def save():
-        save_records(folder, manifest, targets, classes)
-
-    pending: deque = deque()  # futures of records, in target order: recorded once the files are written
-
-    def finish_oldest():
-        record = pending.popleft().result()
-        if record.status == "failed":
-            log.error("skipped %s: %s", record.name, record.error)
-        manifest.record(run_fingerprint, record)
-        done[record.status] += 1
-
+    todo, targets = recorder.todo, recorder.targets
+    writer = TargetWriter(recorder.folder, recorder.classes)
     workers = workers or default_workers()
     chunk = batch_size if labeler.memory == "refs" else 1
     ahead = max(PREFETCH + workers, chunk)  # bounds the targets in flight: read ahead, and written behind
-    size = getattr(getattr(labeler, "predictor", None), "image_size", None)  # None: a stand-in model
+    pending: deque = deque()  # (to-do position, future of its record or None), in to-do order
 
     def read(i):
-        return reader.submit(read_target, targets[i], size)
+        return reader.submit(read_target, targets[i], prepare)
 
-    with ThreadPoolExecutor(workers, "read") as reader, ThreadPoolExecutor(workers, "write") as writes, \
-            logging_redirect_tqdm():
+    def finish_oldest():
+        position, record = pending.popleft()
+        recorder.accept(position, record.result() if record is not None else None)
+
+    with ThreadPoolExecutor(workers, "read") as reader, ThreadPoolExecutor(workers, "write") as writes, recorder:
         reads = deque(read(i) for i in todo[:ahead])
-        bar = tqdm(total=len(todo), unit="img", disable=not progress)
         try:
             for n in range(0, len(todo), chunk):
-                if stop is not None and stop.is_set():
-                    interrupted = True
+                if recorder.stop_requested:
+                    recorder.interrupted = True
                     break
-                batch = todo[n : n + chunk]
-                for i in todo[n + ahead : n + ahead + len(batch)]:
+                positions = range(n, min(n + chunk, len(todo)))
+                for i in todo[n + ahead : n + ahead + len(positions)]:
                     reads.append(read(i))
-                items = [(targets[i], stems[i], reads.popleft(), i not in reviewed) for i in batch]
-                pending.extend(r for r in label_and_write(labeler, writer, writes, items) if r is not None)
+                items = [(recorder.target(p), recorder.stem(p), reads.popleft(), recorder.kept(p)) for p in positions]
+                pending.extend(zip(positions, label_and_write(labeler, writer, writes, items)))
                 release_free_heap()
-                bar.update(len(batch))
                 while len(pending) > ahead:
                     finish_oldest()
-                if time.monotonic() - last_save > SAVE_EVERY:
-                    save()
-                    last_save = time.monotonic()
         finally:
-            bar.close()
             for f in reads:
                 f.cancel()
             while pending:
                 finish_oldest()
-            save()
-    counts = ResultsTable(classes, manifest.records(targets)).present_counts()
-    return BatchSummary(
-        targets=len(targets),
-        labeled=done["labeled"],
-        skipped=len(targets) - len(todo) + len(reviewed & set(todo)),
-        reviewed=len(reviewed),
-        failed=done["failed"],
-        present={k: counts.get(k, 0) for k in labeler.object_ids},
-        seconds=time.perf_counter() - start,
-        interrupted=interrupted,
-    )
+    return recorder.summary(labeler.object_ids)

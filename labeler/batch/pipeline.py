@@ -13,27 +13,28 @@ Usage:
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from .. import defaults
 from ..errors import UsageError
-from ..exports import parse_formats
-from ..models.sam2.build import (
-    UNTRAINED,
-    check_checkpoint,
-    check_image_size,
+from ..models.backend import (
+    ModelSettings,
+    backend_class,
+    build_backend,
+    check_model,
     input_size,
-    resolve_device,
 )
-from ..outputs.folder import OutputFolder, fingerprint
+from ..models.common import resolve_device
+from ..outputs.folder import OutputFolder
 from ..prompts.prompt_set import PromptSet, as_prompt_set
-from ..utils.hashing import content_hash
 from ..utils.images import list_images
+from .recorder import BatchRecorder
+from .settings import RunSettings
 
 log = logging.getLogger("labeler")
 
@@ -46,29 +47,6 @@ def _target_list(targets: str | os.PathLike) -> list[Path]:
     if not found:
         raise UsageError(f"no images in the target folder {folder}")
     return found
-
-
-def run_fingerprint(prompts: PromptSet, model: str, checkpoint: Path | None, image_size: int, device: str,
-                    memory: str, threshold: float) -> str:
-    """Everything a target's outputs depend on, besides the target file itself.
-
-    Files count by content, not by path or time: the same batch has the same fingerprint on
-    another machine or under another mount point.
-    """
-    from ..prompts.prompt_set import prompts_to_dict
-
-    guides = prompts_to_dict(prompts, base_dir=Path(os.sep))
-    for ref, data in zip((r for r in prompts.references if r.objects), guides["references"]):
-        data["image"] = content_hash(ref.image)
-    return fingerprint(
-        prompts=guides,
-        model=model,
-        checkpoint=content_hash(checkpoint) if checkpoint else "untrained",
-        image_size=image_size,
-        device=device,
-        memory=memory,
-        threshold=threshold,
-    )
 
 
 def label_batch(
@@ -96,6 +74,7 @@ def label_batch(
     sam3d_config: str | os.PathLike | None = defaults.SAM3D_CONFIG,
     guide: Callable[[object], PromptSet] | None = None,
     predictor=None,
+    backend=None,
     executor: str = defaults.EXECUTOR,
     workers: int | None = defaults.WORKERS,
     ray_address: str | None = defaults.RAY_ADDRESS,
@@ -115,29 +94,23 @@ def label_batch(
     cache: the feature cache's folder (None: the user's cache folder, used on CPU and MPS, not on
     CUDA; False: no cache); cache_size_gb: its size cap (least recently used entries go first).
     mesh, mesh_limit, sam3d_config: SAM 3D Objects meshes of the present objects after the batch.
-    guide: called with the built SAM 2 predictor before labeling; returns the prompts (the SmartSelector).
-    predictor: a SAM 2 predictor already built with these model settings, to reuse (the review window's).
+    guide: called with the built model backend before labeling; returns the prompts (the SmartSelector).
+    backend: a model backend already built with these model settings, to reuse (the review window's);
+    predictor: the same for a SAM 2 predictor.
     executor: "local" (this process) or "ray" (refs mode: `workers` model replicas on the Ray cluster at
     `ray_address`, "auto" or "ray://HOST:PORT"; None starts a local Ray instance); see `ray_executor`.
     Raises UsageError for bad input, before anything is built or written.
     """
-    formats = _checked(parse_formats, formats)
-    if memory not in ("refs", "chain"):
-        raise UsageError(f"memory mode {memory!r}: choose refs or chain")
-    if not 0 <= yolo_val < 1:
-        raise UsageError(f"YOLO validation fraction {yolo_val}: must be at least 0 and below 1")
-    if batch_size < 1:
-        raise UsageError(f"batch size {batch_size}: must be at least 1")
-    _check_executor(executor, memory, workers)
-    if not cache_size_gb > 0:
-        raise UsageError(f"feature cache size {cache_size_gb} GB: must be above 0")
+    settings = RunSettings(ModelSettings(model, checkpoint, image_size, device), memory, threshold, batch_size,
+                           formats, yolo_val, reviewed_only, cache, cache_size_gb, mesh, mesh_limit, sam3d_config,
+                           executor, workers, ray_address)
     if prompts is not None or guide is None:
         prompts = as_prompt_set(prompts)
     target_list = _target_list(targets)
-    check_image_size(image_size)
+    local = executor == "local"
     # Ray workers label on the cluster's devices; this process needs one only to guide.
-    torch_device = resolve_device(device) if executor == "local" or guide is not None else None
-    checkpoint_path = check_checkpoint(model, checkpoint)
+    torch_device = resolve_device(device) if local or guide is not None else None
+    checkpoint_path = check_model(settings.model)
     reconstructor = None
     if mesh:  # a missing SAM 3D install stops here, before any work
         from ..outputs.meshes import load_reconstructor
@@ -146,62 +119,50 @@ def label_batch(
     folder = OutputFolder(output)
     folder.check_writable()
 
-    from ..models.sam2.build import build_predictor
+    if backend is None and predictor is not None:
+        from ..models.sam2.backend import Sam2Backend
 
-    if predictor is None and torch_device is not None:
-        log.info("SAM 2.1 %s on %s", model, torch_device)
-        predictor = build_predictor(model, checkpoint, image_size, torch_device)
+        backend = Sam2Backend(settings.model, predictor=predictor)
+    if backend is None and torch_device is not None:
+        log.info("%s %s on %s", backend_class(model).title, model, torch_device)
+        backend = build_backend(replace(settings.model, device=torch_device.type))
     cluster = contextlib.nullcontext()
-    if executor == "ray":
+    if not local:
         from .ray_executor import ray_cluster
 
         cluster = ray_cluster(ray_address, device, workers)
     with cluster as ray_run, folder.lock():
-        device_type = ray_run.device if ray_run else torch_device.type
-        size = predictor.image_size if predictor is not None else input_size(model, image_size)
+        device_type = ray_run.device if ray_run else backend.device.type
+        size = backend.image_size if backend is not None else input_size(settings.model)
         if guide is not None:
-            prompts = guide(predictor)
+            prompts = guide(backend)
             if not prompts.references:
                 raise UsageError("no guides were drawn, so there is nothing to label")
         if classes:
             prompts = PromptSet(prompts.references, {**prompts.classes, **classes})
         manifest = folder.manifest()
-        checkpoint_name = str(checkpoint_path.absolute()) if checkpoint_path else UNTRAINED
         if manifest.identified_by_time:
             log.info("%s identifies targets by file time, as labelers before content hashes did: every target "
                      "is labeled once more, and from then on by content", folder.manifest_json)
-        settings = {
-            "model": model, "image_size": size, "device": device_type, "memory": memory,
-            "threshold": threshold,
-            "checkpoint": checkpoint_name,
-            "targets": os.path.relpath(Path(targets).absolute(), folder.root.absolute()),
-            "formats": formats, "taught": _taught_kept(manifest, prompts, folder),
-        }
-        run = run_fingerprint(prompts, model, checkpoint_path, size, device_type, memory, threshold)
-        from .feature_cache import feature_cache_for
-
-        # Each Ray worker builds its own predictor, and its own feature cache for it.
-        cache_for = functools.partial(feature_cache_for, cache, cache_size_gb, model, checkpoint_path)
+        run = settings.resolved(size, device_type, checkpoint_path)
+        recorded = run.manifest_settings(targets, folder.root, _taught_kept(manifest, prompts, folder))
         # Record what this batch is conditioned on, so it can be rerun headless.
         prompts.save(folder.prompts_json)
         log.info("%d reference(s), %d target(s), memory mode %s", len(prompts.references), len(target_list), memory)
-        batch = dict(force=force, progress=progress, stop=stop, batch_size=batch_size, settings=settings,
-                     manifest=manifest)
+        recorder = BatchRecorder(folder, target_list, prompts.classes, run.fingerprint(prompts), force, memory,
+                                 progress, stop, recorded, manifest)
         if ray_run:
             from .ray_executor import LabelerSpec
 
-            spec = LabelerSpec(prompts, model, checkpoint_name, size, device_type, memory, threshold, cache_for)
-            summary = ray_run.run_batch(spec, target_list, folder, prompts.classes, run, **batch,
-                                        object_ids=prompts.object_ids)
+            summary = ray_run.run_batch(LabelerSpec(prompts, run), recorder, batch_size, prompts.object_ids)
         else:
-            summary = _label(predictor, cache_for(predictor), prompts, target_list, folder, run, memory, threshold,
-                             batch)
-        del predictor  # SAM 3D needs the GPU memory
+            summary = _label(backend, run, prompts, recorder)
+        del backend, predictor  # SAM 3D needs the GPU memory
         log.info("%s", summary)
         log.info("results in %s", os.path.abspath(folder.root))
         if summary.interrupted:
             return summary
-        _write_exports(folder, prompts, target_list, formats, yolo_val, reviewed_only)
+        _write_exports(folder, prompts, target_list, list(run.formats), yolo_val, reviewed_only)
         if reconstructor is not None:
             from ..outputs import meshes
             from .local import free_memory
@@ -211,21 +172,6 @@ def label_batch(
                                                  force=force, progress=progress)
             log.info("%s", summary.meshes)
     return summary
-
-
-def _check_executor(executor: str, memory: str, workers: int | None) -> None:
-    if executor not in ("local", "ray"):
-        raise UsageError(f"executor {executor!r}: choose local or ray")
-    if workers is not None and workers < 1:
-        raise UsageError(f"workers {workers}: must be at least 1")
-    if executor == "ray" and memory == "chain":
-        raise UsageError("--memory chain labels the targets in sequence, one chain, so it can't be split over "
-                         "Ray workers: use --executor local, or --memory refs")
-    if executor == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise UsageError('--executor ray needs Ray, an optional extra: pip install -e ".[ray]"') from None
 
 
 def _taught_kept(manifest, prompts: PromptSet, folder: OutputFolder) -> list[str]:
@@ -239,21 +185,15 @@ def _taught_kept(manifest, prompts: PromptSet, folder: OutputFolder) -> list[str
     return [t for t in taught if t in images]
 
 
-def _checked(parse, value):
-    try:
-        return parse(value)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-
-
-def _label(predictor, features, prompts, targets, folder, run, memory, threshold, batch: dict):
-    """The local executor with `predictor` (and its feature cache, or None)."""
-    from ..models.sam2.tracker import Labeler
+def _label(backend, run: RunSettings, prompts: PromptSet, recorder: BatchRecorder):
+    """The local executor with `backend` (and its feature cache, where the settings use one)."""
+    from .feature_cache import feature_cache_for
     from .local import run_batch
 
-    labeler = Labeler(predictor, prompts, memory=memory, threshold=threshold, num_targets=len(targets),
-                      features=features)
-    summary = run_batch(labeler, targets, folder, prompts.classes, run, **batch)
+    features = feature_cache_for(run.cache, run.cache_size_gb, backend)
+    labeler = backend.condition(prompts, run.memory, run.threshold, num_targets=len(recorder.targets),
+                                features=features)
+    summary = run_batch(labeler, recorder, run.batch_size, prepare=backend.prepare)
     if features is not None:
         log.info("feature cache %s: %d images read, %d encoded", features.folder, features.hits, features.misses)
     return summary

@@ -2,12 +2,13 @@
 
 `pipeline.label_batch(..., executor="ray")` runs it; the command line's `--executor ray`. Ray is imported
 only here, and this module only then. The driver (this process) keeps the manifest: it hands out chunks
-of `batch_size` consecutive targets of the same to-do list as the local executor (`batch.targets_to_label`),
-at most IN_FLIGHT per worker, and records each chunk's records in target order as they come back, so the
-output folder is byte-identical to a local run's. Each worker (`LabelWorker`) builds one `Labeler` from a
-`LabelerSpec` (settings and prompts as data), reads its chunk (the next chunk ahead, while the current one
-is labeled), labels it and writes every target's files with `batch.label_and_write` (the atomic
-`TargetWriter`), and returns the records; only the driver writes manifest.json and results.csv.
+of `batch_size` consecutive targets of the `BatchRecorder`'s to-do list, at most IN_FLIGHT per worker, and
+hands the records back to the recorder as they come, which records them in target order, as for the local
+executor, so the output folder is byte-identical to a local run's. Each worker (`LabelWorker`) builds one
+labeler from a `LabelerSpec` (the prompts and the run settings, as data), reads its chunk (the next chunk
+ahead, while the current one is labeled), labels it and writes every target's files with
+`local.label_and_write` (the atomic `TargetWriter`), and returns the records; only the driver writes
+manifest.json and results.csv.
 
 A worker that dies (killed, out of memory, node lost) is replaced by a new one, and the chunks it had
 not finished are handed out again, whole (the same grouping, so the same bytes), each alone on a worker,
@@ -18,8 +19,8 @@ A stop request hands out nothing more; the chunks already handed out finish and 
 
 Usage (what label_batch does):
     with ray_cluster(address=None, device="auto", workers=None) as cluster:   # starts or joins Ray
-        summary = cluster.run_batch(LabelerSpec(prompts, "tiny", "ckpt.pt", 1024, cluster.device),
-                                    targets, OutputFolder("out"), prompts.classes, fingerprint, batch_size=4)
+        recorder = BatchRecorder(OutputFolder("out"), targets, prompts.classes, settings.fingerprint(prompts))
+        summary = cluster.run_batch(LabelerSpec(prompts, settings), recorder, batch_size=4)
 """
 
 from __future__ import annotations
@@ -33,30 +34,20 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, WorkerCrashedError
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..errors import UsageError
-from ..outputs.folder import Manifest, OutputFolder, TargetRecord, output_stems
-from ..outputs.writers import ResultsTable, TargetWriter, save_records
+from ..outputs.folder import OutputFolder, TargetRecord
+from ..outputs.writers import TargetWriter
 from ..prompts.prompt_set import PromptSet
-from ..utils.files import remove_temp_files
-from .local import (
-    SAVE_EVERY,
-    BatchSummary,
-    label_and_write,
-    read_target,
-    release_free_heap,
-    steady_heap,
-    targets_to_label,
-)
+from .local import label_and_write, read_target, release_free_heap, steady_heap
+from .recorder import BatchRecorder, BatchSummary
+from .settings import RunSettings
 
 log = logging.getLogger("labeler")
 IN_FLIGHT = 2  # chunks per worker: one being labeled, the next one's images read meanwhile
@@ -73,29 +64,25 @@ except ImportError:  # pragma: no cover
 
 @dataclass(frozen=True)
 class LabelerSpec:
-    """How a worker builds its `Labeler`: the predictor's settings and the prompts, as data (picklable).
+    """How a worker builds its labeler: the prompts and the resolved run settings, as data (picklable).
 
-    A labeler factory is any picklable callable returning an object with `label_many(rgbs)`,
-    `label(rgb)` and `object_ids`, as `engine.Labeler` has; tests pass stand-ins.
-    checkpoint: an absolute path readable on every node, or "none".
+    A labeler factory is any picklable callable returning (labeler, prepare): a `TargetLabeler` and the
+    model input of an image (`ModelBackend.prepare`, or None); tests pass stand-ins. The settings'
+    checkpoint is an absolute path readable on every node, or "none"; each worker builds its own feature
+    cache from them.
     """
 
     prompts: PromptSet
-    model: str
-    checkpoint: str
-    image_size: int | None
-    device: str
-    memory: str = "refs"
-    threshold: float = 0.0
-    features: Callable | None = None  # predictor -> its FeatureCache or None (feature_cache.feature_cache_for, bound)
+    settings: RunSettings
 
     def __call__(self):
-        from ..models.sam2.build import build_predictor
-        from ..models.sam2.tracker import Labeler
+        from ..models.backend import build_backend
+        from .feature_cache import feature_cache_for
 
-        predictor = build_predictor(self.model, self.checkpoint, self.image_size, self.device)
-        features = self.features(predictor) if self.features is not None else None
-        return Labeler(predictor, self.prompts, memory=self.memory, threshold=self.threshold, features=features)
+        s = self.settings
+        backend = build_backend(s.model)
+        features = feature_cache_for(s.cache, s.cache_size_gb, backend)
+        return backend.condition(self.prompts, s.memory, s.threshold, features=features), backend.prepare
 
 
 @ray.remote(concurrency_groups={"io": 1}, max_restarts=0, max_task_retries=0)
@@ -107,8 +94,7 @@ class LabelWorker:
 
         torch.set_num_threads(threads)
         steady_heap()
-        self.labeler = factory()
-        self.size = getattr(getattr(self.labeler, "predictor", None), "image_size", None)  # None: a stand-in
+        self.labeler, self.prepare = factory()
         self.writer = TargetWriter(OutputFolder(root), classes)
         self.io = ThreadPoolExecutor(io_threads, "io")
         self.ahead: dict[int, object] = {}  # target index -> future of its decoded image
@@ -129,7 +115,7 @@ class LabelWorker:
                 if i in self.missed:
                     self.missed.discard(i)
                 else:
-                    self.ahead[i] = self.io.submit(read_target, path, self.size)
+                    self.ahead[i] = self.io.submit(read_target, path, self.prepare)
 
     def label(self, items: list[tuple[int, str, str]]) -> list[TargetRecord]:
         """Label (index, target path, output stem) items as one chunk; their records, in order."""
@@ -139,7 +125,7 @@ class LabelWorker:
                 future = self.ahead.pop(i, None)
                 if future is None:
                     self.missed.add(i)
-                    future = self.io.submit(read_target, path, self.size)
+                    future = self.io.submit(read_target, path, self.prepare)
                 reads.append(future)
         chunk = [(Path(path), stem, future, True) for (_, path, stem), future in zip(items, reads)]
         records = [r.result() for r in label_and_write(self.labeler, self.writer, self.io, chunk)]
@@ -176,17 +162,14 @@ class RayCluster:
     threads: int  # torch threads per worker
     address: str
 
-    def run_batch(self, factory, targets: list[Path], output_dir: str | Path | OutputFolder,
-                  classes: dict[int, str], run_fingerprint: str, force: bool = False, progress: bool = True,
-                  stop: threading.Event | None = None, batch_size: int = 1, settings: dict | None = None,
-                  manifest: Manifest | None = None, object_ids: list[int] | None = None) -> BatchSummary:
-        """`batch.run_batch` on this cluster (refs mode): the same to-do list, chunks, records and summary.
+    def run_batch(self, factory, recorder: BatchRecorder, batch_size: int = 1,
+                  object_ids: list[int] | None = None) -> BatchSummary:
+        """Label the recorder's to-do list on this cluster (refs mode), `batch_size` targets a chunk.
 
         factory: builds each worker's labeler (a `LabelerSpec`). object_ids: for the summary when no
         worker is started (nothing to do).
         """
-        return _Run(self, factory, targets, output_dir, classes, run_fingerprint, force, progress, stop,
-                    batch_size, settings, manifest, object_ids).run()
+        return _Run(self, factory, recorder, batch_size, object_ids).run()
 
 
 @contextlib.contextmanager
@@ -259,24 +242,16 @@ def _death_reason(error: BaseException) -> str:
 
 
 class _Run:
-    """One batch on the cluster: the driver's side (hand-out, records, saves, progress, worker deaths)."""
+    """One batch on the cluster: the hand-out, the workers' lives and deaths (the recorder keeps the records)."""
 
-    def __init__(self, cluster, factory, targets, output_dir, classes, run_fingerprint, force, progress, stop,
-                 batch_size, settings, manifest, object_ids):
-        self.cluster, self.factory, self.targets, self.classes = cluster, factory, targets, classes
-        self.fingerprint, self.progress, self.stop = run_fingerprint, progress, stop
-        self.folder = output_dir if isinstance(output_dir, OutputFolder) else OutputFolder(output_dir)
-        self.manifest = manifest if manifest is not None else self.folder.manifest()
-        if settings is not None:
-            self.manifest.settings = settings
-        self.stems = output_stems(targets)
-        self.todo, self.reviewed = targets_to_label(self.manifest, targets, self.stems, run_fingerprint, force)
-        self.new = [_Task(list(range(n, min(n + batch_size, len(self.todo)))))
-                    for n in range(0, len(self.todo), batch_size)]
+    def __init__(self, cluster: RayCluster, factory, recorder: BatchRecorder, batch_size: int,
+                 object_ids: list[int] | None):
+        self.cluster, self.factory, self.recorder = cluster, factory, recorder
+        todo = len(recorder.todo)
+        self.new = [_Task(list(range(n, min(n + batch_size, todo)))) for n in range(0, todo, batch_size)]
         self.new.reverse()  # popped from the end
         self.retry: list[_Task] = []  # handed out before, its worker died: first in line
-        self.records: dict[int, TargetRecord] = {}  # to-do position -> record, waiting for its turn
-        self.committed = self.labeled = self.failed = self.start_failures = 0
+        self.start_failures = 0
         self.object_ids = object_ids
         self.slots: list[_Slot] = []
         self.name = f"labeler-{uuid.uuid4().hex[:8]}"
@@ -292,7 +267,8 @@ class _Run:
             # worker's idle OpenMP threads don't spin on the CPUs its reading and writing threads need.
             runtime_env={"env_vars": {"PYTHONPATH": str(PACKAGE.parent),
                                       "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}},
-        ).remote(self.factory, str(self.folder.root.absolute()), self.classes, c.threads, max(1, int(c.cpus)))
+        ).remote(self.factory, str(self.recorder.folder.root.absolute()), self.recorder.classes, c.threads,
+                 max(1, int(c.cpus)))
         slot.starting = slot.actor.ready.remote()
         slot.inflight = []
 
@@ -337,44 +313,20 @@ class _Run:
             else:
                 p = task.positions[0]
                 why = f"its Ray worker died twice while labeling it ({reason})"
-                self._accept(task, [TargetRecord(self.targets[self.todo[p]], self.stems[self.todo[p]], "failed",
-                                                 error=why)])
+                self._accept(task, [TargetRecord(self.recorder.target(p), self.recorder.stem(p), "failed", error=why)])
         self.retry.sort(key=lambda t: t.positions[0])
         self._start(slot)
 
-    # -- records --------------------------------------------------------------------------------------------
     def _accept(self, task: _Task, records: list[TargetRecord]) -> None:
         for p, record in zip(task.positions, records):
-            target = self.targets[self.todo[p]]  # workers read it by its absolute path; here it is as given
+            target = self.recorder.target(p)  # workers read it by its absolute path; here it is as given
             record = replace(record, path=target, error=record.error.replace(str(target.absolute()), str(target)))
-            if record.status == "failed":
-                log.error("skipped %s: %s", record.name, record.error)
-            self.records[p] = record
-        self.bar.update(len(task.positions))
-
-    def _commit(self, everything: bool = False) -> None:
-        """Record the records whose turn has come: target order, as the local executor records them.
-
-        everything: a batch cut short (an error, a second Ctrl-C) records what came back out of turn too.
-        """
-        while self.committed in self.records:
-            self._record(self.records.pop(self.committed))
-            self.committed += 1
-        if everything:
-            for p in sorted(self.records):
-                self._record(self.records.pop(p))
-
-    def _record(self, record: TargetRecord) -> None:
-        self.manifest.record(self.fingerprint, record)
-        self.labeled += record.status == "labeled"
-        self.failed += record.status == "failed"
-
-    def _save(self) -> None:
-        save_records(self.folder, self.manifest, self.targets, self.classes)
+            self.recorder.accept(p, record)
 
     # -- the batch -----------------------------------------------------------------------------------------
     def _hand_out(self, stopping: bool) -> None:
         """Keep each ready worker IN_FLIGHT chunks busy; a chunk whose worker died runs alone, and first."""
+        r = self.recorder
         for slot in sorted(self.slots, key=lambda s: len(s.inflight)):
             while (slot.starting is None and len(slot.inflight) < IN_FLIGHT
                    and not any(t.deaths for _, t in slot.inflight)):
@@ -386,17 +338,16 @@ class _Run:
                     task = self.new.pop()
                 else:
                     return
-                items = [(self.todo[p], str(self.targets[self.todo[p]].absolute()), self.stems[self.todo[p]])
-                         for p in task.positions]
+                items = [(r.todo[p], str(r.target(p).absolute()), r.stem(p)) for p in task.positions]
                 if slot.inflight:
                     slot.actor.read_ahead.remote(items)
                 slot.inflight.append((slot.actor.label.remote(items), task))
 
     def _loop(self) -> bool:
         """Hand out and collect until done (True) or stopped with chunks never handed out (False)."""
-        last_save = last_seen = time.monotonic()
+        last_seen = time.monotonic()
         while True:
-            stopping = self.stop is not None and self.stop.is_set()
+            stopping = self.recorder.stop_requested
             self._hand_out(stopping)
             waiting = {slot.starting: slot for slot in self.slots if slot.starting is not None}
             running = {ref: slot for slot in self.slots for ref, _ in slot.inflight}
@@ -425,35 +376,18 @@ class _Run:
                 task = next(t for r, t in slot.inflight if r == ref)
                 slot.inflight = [(r, t) for r, t in slot.inflight if r != ref]
                 self._accept(task, records)
-            self._commit()
-            if time.monotonic() - last_save > SAVE_EVERY:
-                self._save()
-                last_save = time.monotonic()
+            self.recorder.commit()
 
     def run(self) -> BatchSummary:
-        start = time.perf_counter()
-        remove_temp_files(self.folder.root)  # what a killed run may have left
-        finished = True
-        with logging_redirect_tqdm():
-            self.bar = tqdm(total=len(self.todo), unit="img", disable=not self.progress)
+        with self.recorder:
             try:
-                if self.todo:
+                if self.recorder.todo:
                     self.slots = [_Slot(n + 1) for n in range(min(self.cluster.workers, len(self.new)))]
                     for slot in self.slots:
                         self._start(slot)
-                    finished = self._loop()
+                    self.recorder.interrupted = not self._loop()
             finally:
-                self.bar.close()
                 for slot in self.slots:
                     with contextlib.suppress(Exception):
                         ray.kill(slot.actor)
-                self._commit(everything=True)
-                self._save()
-                remove_temp_files(self.folder.root)  # a worker killed while writing
-        counts = ResultsTable(self.classes, self.manifest.records(self.targets)).present_counts()
-        return BatchSummary(
-            targets=len(self.targets), labeled=self.labeled, skipped=len(self.targets) - len(self.todo),
-            reviewed=len(self.reviewed), failed=self.failed,
-            present={k: counts.get(k, 0) for k in self.object_ids or []},
-            seconds=time.perf_counter() - start, interrupted=not finished,
-        )
+        return self.recorder.summary(self.object_ids or [])

@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..models.sam2.tracker import ReferencePreview
 from ..prompts.guide_state import GuideState
 from ..review.session import Review
 from ..types.guides import ObjectGuides
@@ -46,9 +45,9 @@ class ReviewWindow(SmartSelector):
 
     CONTROLS, HELP = REVIEW_CONTROLS, REVIEW_HELP
 
-    def __init__(self, figure, review: Review, predictor, encoder: ThreadPoolExecutor | None = None):
+    def __init__(self, figure, review: Review, backend, encoder: ThreadPoolExecutor | None = None):
         self.review = review
-        self.predictor = predictor
+        self.backend = backend
         self.encoder = encoder
         self.names = [r.name for r in review.order()]
         self.index = 0
@@ -70,8 +69,7 @@ class ReviewWindow(SmartSelector):
         ids = sorted(set(self.predicted) | set(self.review.prompts.object_ids))
         state = GuideState(rgb.shape[1], rgb.shape[0], current_id=ids[0] if ids else 1)
         # On a thread in the window; at once without one (tests, scripts).
-        preview = self.encoder.submit(ReferencePreview, self.predictor, rgb) if self.encoder else ReferencePreview(
-            self.predictor, rgb)
+        preview = self.encoder.submit(self.backend.preview, rgb) if self.encoder else self.backend.preview(rgb)
         session = SessionInfo(classes=dict(self.review.prompts.classes))
         super().__init__(figure, self.record.path, rgb, preview, state, session, title=self._title())
 
@@ -190,7 +188,7 @@ class ReviewWindow(SmartSelector):
 def review_command(argv: list[str], config: dict) -> int:
     """`python main.py review`: the window over an output folder; returns the exit code."""
     from ..errors import UsageError
-    from ..models.sam2.build import MODELS
+    from ..models.backend import model_names
 
     p = argparse.ArgumentParser(prog="main.py review", description="Review a labeled output folder, worst first: "
                                 "accept, fix, exclude, teach. Settings come from the folder; options override them.")
@@ -198,7 +196,7 @@ def review_command(argv: list[str], config: dict) -> int:
     p.add_argument("--targets", help="target folder (default: the one the folder's manifest records)")
     p.add_argument("--clear", nargs="*", metavar="NAME", help="drop the reviews (all, or of these target files)")
     p.add_argument("--no-relabel", action="store_true", help="after teaching, don't relabel the unreviewed targets")
-    p.add_argument("--model", choices=list(MODELS), help="SAM 2.1 model (default: the folder's)")
+    p.add_argument("--model", choices=model_names(), help="model (default: the folder's)")
     p.add_argument("--checkpoint", metavar="PATH", help="checkpoint, or 'none' (default: the folder's)")
     p.add_argument("--image-size", type=int, metavar="N", help="model input size (default: the folder's)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="(default: the folder's)")
@@ -218,21 +216,24 @@ def review_command(argv: list[str], config: dict) -> int:
 def _review(args) -> int:
     import matplotlib.pyplot as plt
 
+    from .. import defaults
     from ..batch.pipeline import label_batch
-    from ..models.sam2.build import build_predictor, resolve_device
+    from ..models.backend import ModelSettings, build_backend
+    from ..models.common import resolve_device
 
     with Review.open(args.output, args.targets) as review:
         s = review.settings
         settings = {name: getattr(args, name) or s.get(name, default) for name, default in
-                    (("model", "tiny"), ("checkpoint", None), ("image_size", None), ("device", "auto"))}
+                    (("model", defaults.MODEL), ("checkpoint", defaults.CHECKPOINT), ("image_size", defaults.IMAGE_SIZE),
+                     ("device", defaults.DEVICE))}
         if not review.records():
             log.info("nothing to review in %s", args.output)
             return 0
-        predictor = build_predictor(settings["model"], settings["checkpoint"], settings["image_size"],
-                                    resolve_device(settings["device"]))
+        backend = build_backend(ModelSettings(settings["model"], settings["checkpoint"], settings["image_size"],
+                                              resolve_device(settings["device"]).type))
         encoder = ThreadPoolExecutor(1, "embed")
         fig = plt.figure(figsize=(13, 7.5))
-        ReviewWindow(fig, review, predictor, encoder)  # its handlers keep it alive while the window is open
+        ReviewWindow(fig, review, backend, encoder)  # its handlers keep it alive while the window is open
         plt.show(block=True)
         encoder.shutdown(wait=False)
         log.info("reviewed %d of %d targets", review.counts()["reviewed"], review.counts()["targets"])
@@ -245,7 +246,7 @@ def _review(args) -> int:
         log.info("the unreviewed targets are not relabeled yet; to relabel them: python main.py --headless "
                  "--output %s --targets %s %s", args.output, review.targets_dir, options)
         return 0
-    summary = label_batch(prompts, review.targets_dir, args.output, memory=s.get("memory", "refs"),
-                          threshold=s.get("threshold", 0.0), formats=s.get("formats", ()), predictor=predictor,
-                          **settings)
+    summary = label_batch(prompts, review.targets_dir, args.output, memory=s.get("memory", defaults.MEMORY),
+                          threshold=s.get("threshold", defaults.THRESHOLD), formats=s.get("formats", defaults.FORMATS),
+                          backend=backend, **settings)
     return summary.exit_code

@@ -10,7 +10,7 @@ network uncompressed: a change marks the screen rectangles it touches (`_invalid
 sends its stroke's rectangle, a guide change the pixels its mask changed. The whole figure is drawn
 only on first show and resize.
 
-Usage: `prompts = run_selector(reference_paths, predictor, classes, Path("output/prompts.json"))`.
+Usage: `prompts = run_selector(reference_paths, backend, classes, Path("output/prompts.json"))`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UsageError
-from ..models.sam2.tracker import ReferencePreview, compose_mask
+from ..models.backend import Preview
 from ..prompts.guide_state import GuideState
 from ..prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides, save_prompts
+from ..types.guides import compose_mask
 from ..utils.colors import color_for
 from ..utils.images import read_rgb
 
@@ -119,7 +120,7 @@ class SmartSelector:
         figure,
         image_path: Path,
         rgb: np.ndarray,
-        preview: Future | ReferencePreview | None,
+        preview: Future | Preview | None,
         state: GuideState | None = None,
         session: SessionInfo | None = None,
         title: str = "",
@@ -229,7 +230,7 @@ class SmartSelector:
     # ----- preview ----------------------------------------------------------------------------
     @property
     def preview_ready(self) -> bool:
-        return self._preview is None or isinstance(self._preview, ReferencePreview) or self._preview.done()
+        return not isinstance(self._preview, Future) or self._preview.done()
 
     def wait_for_preview(self) -> None:
         """Block until the image embedding is ready, then show the masks (tests and scripts)."""
@@ -255,7 +256,7 @@ class SmartSelector:
             return cached[1]
         if self._preview is None or not self.preview_ready:
             return None
-        preview = self._preview if isinstance(self._preview, ReferencePreview) else self._preview.result()
+        preview = self._preview.result() if isinstance(self._preview, Future) else self._preview
         mask = preview.mask(ObjectGuides(obj.id, box=obj.box, points=list(obj.points), labels=list(obj.labels)))
         self._sam_masks[obj.id] = (revision, mask)
         return mask
@@ -1004,7 +1005,7 @@ def use_window_backend() -> None:
 
 def run_selector(
     references: list[Path],
-    predictor,
+    backend,
     classes: dict[int, str],
     prompts_path: Path,
     existing: PromptSet | None = None,
@@ -1029,7 +1030,7 @@ def run_selector(
         state.taken = set(session.guided_on)
         fig = plt.figure(figsize=(13, 7.5))
         selector = SmartSelector(
-            fig, path, rgb, encoder.submit(ReferencePreview, predictor, rgb), state, session,
+            fig, path, rgb, encoder.submit(backend.preview, rgb), state, session,
             title=f"SmartSelector — {path.name} ({i + 1}/{len(order)})",
         )
         plt.show(block=True)

@@ -120,3 +120,13 @@ class ReferenceGuides:
     def object(self, obj_id: int) -> ObjectGuides | None:
         """The guides for `obj_id` on this reference, or None."""
         return next((o for o in self.objects if o.id == obj_id), None)
+
+
+def compose_mask(sam_mask: np.ndarray, obj: ObjectGuides) -> np.ndarray:
+    """SAM 2's mask from the box/points (all False without them), plus painted, minus erased pixels."""
+    mask = sam_mask.copy()
+    if obj.paint is not None:
+        mask |= obj.paint
+    if obj.erase is not None:
+        mask &= ~obj.erase
+    return mask

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 
-from helpers import make_inputs
+from helpers import as_backend, make_inputs
 
 from labeler.batch import local as batch
-from labeler.models.sam2.tracker import Labeler
+from labeler.batch.recorder import BatchRecorder
+from labeler.models.sam2.tracker import Sam2TargetLabeler
 from labeler.prompts.prompt_set import PromptSet
 from labeler.utils.images import list_images
 
@@ -36,8 +37,10 @@ def test_parallel_reading_and_writing_gives_the_serial_folder_byte_for_byte(pred
     for workers in (1, 3):
         writers.clear(), second.clear()
         out = tmp_path / f"out{workers}"
-        summary = batch.run_batch(Labeler(predictor, prompts), targets, out, prompts.classes, "fp", progress=False,
-                                  workers=workers)
+        backend = as_backend(predictor)
+        recorder = BatchRecorder(out, targets, prompts.classes, "fp", progress=False)
+        summary = batch.run_batch(Sam2TargetLabeler(backend, prompts), recorder, workers=workers,
+                                  prepare=backend.prepare)
         assert (summary.labeled, summary.failed) == (4, 1)
         assert len(writers) == 1 if workers == 1 else len(writers) >= 2, writers
         folders[workers] = _files(out)

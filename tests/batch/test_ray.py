@@ -30,6 +30,7 @@ except ImportError:  # an optional extra: CI installs it (.ci/run), so there a m
 from helpers import ROOT, files_of, make_inputs, run_main  # noqa: E402
 
 import labeler  # noqa: E402
+from labeler.batch.recorder import BatchRecorder  # noqa: E402
 from labeler.outputs.folder import OutputFolder  # noqa: E402
 from labeler.types.detections import Detection  # noqa: E402
 from labeler.utils.images import list_images, read_rgb  # noqa: E402
@@ -108,7 +109,7 @@ class ExitsOn:
         self.pixels_sha256 = pixels_sha256
 
     def __call__(self):
-        return StandIn(self.pixels_sha256)
+        return StandIn(self.pixels_sha256), None  # (labeler, prepare): it needs no model input
 
 
 class StandIn:
@@ -137,8 +138,8 @@ def test_a_target_that_kills_its_worker_twice_is_failed_and_the_rest_labeled(ray
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers don't import tests/
     with ray_cluster(workers=2) as cluster:
         # Batch size 2: [t21, t22] kills a worker twice as a chunk, then t21 kills one more, alone.
-        summary = cluster.run_batch(factory, targets, tmp_path / "out", {1: "disc"}, "fingerprint", batch_size=2,
-                                    progress=False)
+        recorder = BatchRecorder(tmp_path / "out", targets, {1: "disc"}, "fingerprint", progress=False)
+        summary = cluster.run_batch(factory, recorder, batch_size=2)
     manifest = OutputFolder(tmp_path / "out").manifest()
     status = {t.name: manifest.status(t) for t in targets}
     assert status == {t.name: "failed" if t.name in ("t21.jpg", "broken.jpg") else "labeled" for t in targets}

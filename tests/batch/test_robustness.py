@@ -18,6 +18,7 @@ from helpers import IMAGE_SIZE, ROOT, check_outputs, run_main
 from PIL import Image
 
 from labeler.batch.local import run_batch
+from labeler.batch.recorder import BatchRecorder
 from labeler.types.detections import Detection
 
 DEMO = ROOT / "assets" / "demo"
@@ -169,7 +170,7 @@ def test_out_of_gpu_memory_retries_once_then_records_the_target(tmp_path):
         targets.append(tmp_path / f"t{w}.png")
         _photo(w, 20).save(targets[-1])
     labeler = _FlakyLabeler({31: 1, 32: 2})       # 31: fails once, 32: fails twice
-    summary = run_batch(labeler, targets, tmp_path / "out", {}, "fp", progress=False)
+    summary = run_batch(labeler, BatchRecorder(tmp_path / "out", targets, {}, "fp", progress=False))
     assert (summary.labeled, summary.failed) == (2, 1)
     rows = {r["image"]: r for r in csv.DictReader(open(tmp_path / "out" / "results.csv"))}
     assert rows["t31.png"]["status"] == "present"

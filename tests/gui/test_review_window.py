@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from agg_driver import Driver  # noqa: E402
-from helpers import ROOT  # noqa: E402
+from helpers import ROOT, as_backend  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from labeler.gui.review_window import ReviewWindow  # noqa: E402
@@ -28,7 +28,7 @@ from labeler.utils.images import read_rgb  # noqa: E402
 def window(out, predictor):
     with Review.open(out) as review:
         fig = plt.figure(figsize=(10, 6))
-        w = ReviewWindow(fig, review, predictor)
+        w = ReviewWindow(fig, review, as_backend(predictor))
         yield w
         plt.close(fig)
 
@@ -87,7 +87,7 @@ def test_fix_with_a_new_box_reprompts_sam2_on_the_target(window, out, predictor)
     d.key("f")
     d.key("2")
     d.drag([(40, 30), (120, 100), (200, 180)])
-    expected = ReferencePreview(predictor, read_rgb(window.record.path)).mask(ObjectGuides(2, box=(40, 30, 200, 180)))
+    expected = ReferencePreview(as_backend(predictor), read_rgb(window.record.path)).mask(ObjectGuides(2, box=(40, 30, 200, 180)))
     np.testing.assert_array_equal(window.shown_mask(2), expected)  # the live preview is what is saved
     d.key("enter")
     np.testing.assert_array_equal(id_mask(out, stem, 2), expected)

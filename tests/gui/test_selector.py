@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from agg_driver import Driver  # noqa: E402
-from helpers import save_jpeg, synthetic_image  # noqa: E402
+from helpers import as_backend, save_jpeg, synthetic_image  # noqa: E402
 from matplotlib.backend_bases import MouseEvent  # noqa: E402
 
 from labeler.gui.selector import SessionInfo, SmartSelector  # noqa: E402
@@ -30,7 +30,7 @@ def reference(tmp_path):
 def selector(predictor, reference):
     path, rgb = reference
     fig = plt.figure(figsize=(10, 6))
-    sel = SmartSelector(fig, path, rgb, ReferencePreview(predictor, rgb),
+    sel = SmartSelector(fig, path, rgb, ReferencePreview(as_backend(predictor), rgb),
                         session=SessionInfo(classes={1: "scratch"}), title="SmartSelector — ref.jpg (1/1)")
     yield sel
     plt.close(fig)
@@ -82,7 +82,7 @@ def test_shown_masks_are_what_conditions_the_batch(selector, predictor, referenc
     d.drag([(250, 200), (300, 200)])
     d.drag([(80, 80), (90, 90)], button=3)
     obj = selector.state.guides()[0]
-    expected = ReferencePreview(predictor, reference[1]).mask(obj)   # the engine's conditioning mask
+    expected = ReferencePreview(as_backend(predictor), reference[1]).mask(obj)   # the engine's conditioning mask
     np.testing.assert_array_equal(selector.shown_mask(1), expected)
     tinted = (selector._display[..., :3] != reference[1]).any(-1)
     assert tinted[expected].mean() > 0.95 and not tinted[~expected].any()
@@ -124,7 +124,7 @@ def test_escape_skips_and_closing_accepts(predictor, reference):
     path, rgb = reference
     for key, accepted in (("escape", False), (None, True)):
         fig = plt.figure()
-        sel = SmartSelector(fig, path, rgb, ReferencePreview(predictor, rgb))
+        sel = SmartSelector(fig, path, rgb, ReferencePreview(as_backend(predictor), rgb))
         d = Driver(sel)
         d.click(100, 100)
         if key:

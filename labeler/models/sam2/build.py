@@ -11,7 +11,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from ...errors import UsageError
+from ..common import ModelError, resolve_device  # noqa: F401  (resolve_device: where callers found it first)
 
 log = logging.getLogger(__name__)
 
@@ -27,27 +27,9 @@ CHECKPOINT_DIR = Path("checkpoints")
 UNTRAINED = "none"
 
 
-class ModelError(UsageError):
-    """A model that can't be built: missing, corrupt or mismatched checkpoint, unknown device."""
-
-
 def default_checkpoint(model: str) -> Path:
     """Where `download` puts the checkpoint of `model`: checkpoints/sam2.1_hiera_<model>.pt."""
     return CHECKPOINT_DIR / MODELS[model][1]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; an explicit device must be available."""
-    import torch  # here, not at the top: the command line answers argument errors without torch (3 s)
-
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if name == "cuda" and not cuda or name == "mps" and not mps:
-        raise ModelError(f"--device {name}: not available on this machine (try --device auto)")
-    if name not in ("cpu", "cuda", "mps"):
-        raise ModelError(f"--device {name}: unknown device (auto, cpu, cuda or mps)")
-    return torch.device(name)
 
 
 def check_checkpoint(model: str, checkpoint: str | os.PathLike | None) -> Path | None:

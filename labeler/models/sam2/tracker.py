@@ -2,13 +2,15 @@
 
 The references are frames 0..K-1 of a pseudo-video kept inside a `SAM2VideoPredictor`
 inference state, prompted and tracked with the predictor's own methods in the order
-`add_new_points_or_box` / `add_new_mask` / `propagate_in_video` use them (`sam2_internals`). In
+`add_new_points_or_box` / `add_new_mask` / `propagate_in_video` use them (`internals`). In
 `chain` mode the targets follow the same way; in `refs` mode each target runs against the fixed
 reference memories, doing once what doesn't change from target to target. Either way a target's
 result equals what SAM 2 gives on a JPEG folder [ref_1 … ref_K, target(s)] (tests/models/sam2/test_fidelity.py).
 
+Built by `Sam2Backend.condition` and `Sam2Backend.preview` (models/sam2/backend.py).
+
 Usage:
-    labeler = Labeler(predictor, prompts, memory="refs")
+    labeler = Sam2TargetLabeler(backend, prompts, memory="refs")
     detections = labeler.label(read_rgb("target.jpg"))   # one Detection per object ID
 """
 
@@ -24,12 +26,12 @@ from PIL import Image
 
 from ...prompts.prompt_set import PromptSet
 from ...types.detections import Detection
-from ...types.guides import ObjectGuides, class_name
+from ...types.guides import ObjectGuides, class_name, compose_mask
 from ...utils.hashing import content_hash
 from ...utils.images import read_rgb
+from ..backend import MEMORY_MODES, encode
 from . import internals
 
-MEMORY_MODES = ("refs", "chain")
 # SAM 2's frame loader normalises with ImageNet statistics: float64 x / 255, then float32 (x - mean) / std.
 # Those are 256 values per channel, so they are looked up: the same bits (tests/models/sam2/test_fidelity.py), a
 # third of the time.
@@ -42,37 +44,6 @@ def to_model_input(rgb: np.ndarray, image_size: int) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (3, S, S) float32, resized and normalised exactly as SAM 2's frame loader does."""
     resized = np.asarray(Image.fromarray(rgb).resize((image_size, image_size), Image.BICUBIC))
     return torch.from_numpy(np.stack([_NORMALISED[c].take(resized[..., c]) for c in range(3)]))
-
-
-def encode(predictor, rgbs: list[np.ndarray], features=None, image_hashes: list[str] | None = None,
-           inputs: list[torch.Tensor] | None = None) -> dict:
-    """SAM 2's `forward_image` output for the images (batch T), read from the feature cache when it holds all of them.
-
-    features: a `FeatureCache` (or None); image_hashes: the images' content hashes, its keys. When
-    any image misses, the whole batch is encoded, exactly as without the cache, and stored.
-    inputs: the images' `to_model_input`, where a reading thread made them ahead.
-    """
-    device = predictor.device
-    keys = entries = None
-    if features is not None and features.enabled and image_hashes is not None:
-        # Checked on the CPU: an image's features are bit-identical whatever the batch; a GPU
-        # picks kernels by batch size, so there the batch size is part of the key.
-        batch = None if device.type == "cpu" else len(rgbs)
-        keys = [features.key(h, batch) for h in image_hashes]
-        entries = [features.load(k) for k in keys]
-        if all(e is not None for e in entries):
-            levels = [torch.cat(level).to(device) for level in zip(*(e["levels"] for e in entries))]
-            return internals.backbone_output(predictor, levels, entries[0]["pos_dtypes"])
-    if inputs is None:
-        inputs = [to_model_input(rgb, predictor.image_size) for rgb in rgbs]
-    images = torch.stack(inputs).to(device)
-    out = predictor.forward_image(images)
-    if keys is not None:
-        levels, pos_dtypes = internals.feature_levels(out)
-        for j, (key, entry) in enumerate(zip(keys, entries)):
-            if entry is None:
-                features.store(key, [level[j : j + 1] for level in levels], pos_dtypes)
-    return out
 
 
 def _condition(predictor, state: dict, frame_idx: int, obj: ObjectGuides, height: int, width: int) -> np.ndarray:
@@ -103,16 +74,6 @@ def _condition(predictor, state: dict, frame_idx: int, obj: ObjectGuides, height
     return mask
 
 
-def compose_mask(sam_mask: np.ndarray, obj: ObjectGuides) -> np.ndarray:
-    """SAM 2's mask from the box/points (all False without them), plus painted, minus erased pixels."""
-    mask = sam_mask.copy()
-    if obj.paint is not None:
-        mask |= obj.paint
-    if obj.erase is not None:
-        mask &= ~obj.erase
-    return mask
-
-
 def _autocast(device: torch.device):
     # bf16 on CUDA, as SAM 2's own examples run; full precision elsewhere.
     if device.type == "cuda":
@@ -128,7 +89,7 @@ class ObjectOutput:
     score_logit: float
 
 
-class Labeler:
+class Sam2TargetLabeler:
     """SAM 2 conditioned on guided references; labels targets (several per forward in refs mode).
 
     memory="refs": every target is frame K right after the K references and attends to the
@@ -140,7 +101,7 @@ class Labeler:
 
     def __init__(
         self,
-        predictor,
+        backend,
         prompts: PromptSet,
         memory: str = "refs",
         threshold: float = 0.0,
@@ -151,7 +112,8 @@ class Labeler:
             raise ValueError(f"memory mode {memory!r}: choose from {MEMORY_MODES}")
         if memory == "chain" and not num_targets:
             raise ValueError("chain mode needs num_targets (the pseudo-video's length)")
-        self.predictor = predictor
+        self.backend = backend
+        self.predictor = predictor = backend.predictor
         self.features = features
         self.memory = memory
         self.threshold = threshold
@@ -174,7 +136,7 @@ class Labeler:
         state, predictor = self._state, self.predictor
         for k, ref in enumerate(self.references):
             hashes = [content_hash(ref.image)] if self.features is not None else None
-            internals.encode_frame(state, k, encode(predictor, [read_rgb(ref.image)], self.features, hashes))
+            internals.encode_frame(state, k, encode(self.backend, [read_rgb(ref.image)], self.features, hashes))
         for k, ref in enumerate(self.references):
             for obj in ref.objects:
                 _condition(predictor, state, k, obj, ref.height, ref.width)
@@ -190,14 +152,14 @@ class Labeler:
         """SAM 2's raw outputs on targets ((H, W, 3) uint8 RGB), per object ID; several at once in refs mode.
 
         image_hashes: the targets' content hashes (`hashing.content_hash` of their files), which
-        key the feature cache; without them the encoder runs. inputs: their `to_model_input`, made
+        key the feature cache; without them the encoder runs. inputs: their `backend.prepare`, made
         ahead (by a reading thread); without them they are made here.
         """
         if self.memory == "chain" or not rgbs:
             hashes, inputs = image_hashes or [None] * len(rgbs), inputs or [None] * len(rgbs)
             return [self._predict_chain(rgb, h, x) for rgb, h, x in zip(rgbs, hashes, inputs)]
         with torch.inference_mode(), _autocast(self.predictor.device):
-            backbone_out = encode(self.predictor, rgbs, self.features, image_hashes, inputs)
+            backbone_out = encode(self.backend, rgbs, self.features, image_hashes, inputs)
             results = internals.track_targets(self.predictor, backbone_out, self._groups)
         return [
             {obj_id: ObjectOutput(results[obj_id][0][t : t + 1], float(results[obj_id][1][t])) for obj_id in self.object_ids}
@@ -216,7 +178,7 @@ class Labeler:
             internals.forget_frame_features(state)
             hashes = [image_hash] if image_hash is not None else None
             inputs = [model_input] if model_input is not None else None
-            internals.encode_frame(state, frame_idx, encode(self.predictor, [rgb], self.features, hashes, inputs))
+            internals.encode_frame(state, frame_idx, encode(self.backend, [rgb], self.features, hashes, inputs))
             outputs = internals.track_frame(self.predictor, state, frame_idx)
             internals.forget_frame_features(state)
         internals.forget_old_frames(self.predictor, state, frame_idx)
@@ -253,15 +215,15 @@ class ReferencePreview:
     """The mask one object's guides condition the batch on, for a live preview of one reference.
 
     The image is encoded once; each `mask` call runs only the prompt encoder and mask decoder.
-    Usage: `ReferencePreview(predictor, rgb).mask(ObjectGuides(1, box=(10, 10, 80, 60)))`.
+    Usage: `ReferencePreview(backend, rgb).mask(ObjectGuides(1, box=(10, 10, 80, 60)))`.
     """
 
-    def __init__(self, predictor, rgb: np.ndarray):
-        self.predictor = predictor
+    def __init__(self, backend, rgb: np.ndarray):
+        self.predictor = predictor = backend.predictor
         self._size = rgb.shape[:2]
         self._state = internals.new_state(predictor, num_frames=1)
         with torch.inference_mode(), _autocast(predictor.device):
-            internals.encode_frame(self._state, 0, encode(predictor, [rgb]))
+            internals.encode_frame(self._state, 0, encode(backend, [rgb]))
 
     def mask(self, obj: ObjectGuides) -> np.ndarray:
         """(H, W) bool mask, identical to the one the batch conditions object `obj.id` on."""

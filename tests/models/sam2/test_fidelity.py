@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import save_jpeg, synthetic_image
+from helpers import as_backend, save_jpeg, synthetic_image
 
-from labeler.models.sam2.tracker import Labeler, ReferencePreview
+from labeler.models.sam2.tracker import ReferencePreview, Sam2TargetLabeler
 from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides
 from labeler.utils.images import read_rgb
 
@@ -133,7 +133,7 @@ def _assert_equal(ours, theirs, height, width):
 def test_refs_mode_equals_sam2_video_predictor(predictor, tmp_path, case):
     prompts = _prompt_set(tmp_path, case)
     targets = _targets(tmp_path, 2)
-    labeler = Labeler(predictor, prompts, memory="refs")
+    labeler = Sam2TargetLabeler(as_backend(predictor), prompts, memory="refs")
     refs = [r.image for r in prompts.references]
     for i, target in enumerate(targets):
         theirs = sam2_video_outputs(predictor, prompts, refs + [target], tmp_path / f"video{i}")[len(refs)]
@@ -144,7 +144,7 @@ def test_refs_mode_equals_sam2_video_predictor(predictor, tmp_path, case):
 def test_chain_mode_equals_sam2_video_predictor(predictor, tmp_path, case):
     prompts = _prompt_set(tmp_path, case)
     targets = _targets(tmp_path, 4)
-    labeler = Labeler(predictor, prompts, memory="chain", num_targets=len(targets))
+    labeler = Sam2TargetLabeler(as_backend(predictor), prompts, memory="chain", num_targets=len(targets))
     refs = [r.image for r in prompts.references]
     theirs = sam2_video_outputs(predictor, prompts, refs + targets, tmp_path / "video")
     for i, target in enumerate(targets):
@@ -154,7 +154,7 @@ def test_chain_mode_equals_sam2_video_predictor(predictor, tmp_path, case):
 def test_objects_differ_enough_to_catch_a_wrong_memory(predictor, tmp_path):
     """The fidelity tolerance is far below the difference between two objects' outputs."""
     prompts = _prompt_set(tmp_path, "three_objects_subsets")
-    outputs = Labeler(predictor, prompts).predict(read_rgb(_targets(tmp_path, 1)[0]))
+    outputs = Sam2TargetLabeler(as_backend(predictor), prompts).predict(read_rgb(_targets(tmp_path, 1)[0]))
     assert all(out.score_logit > 0 for out in outputs.values()), "test weights must keep objects visible"
     ids = sorted(outputs)
     for a, b in zip(ids, ids[1:]):
@@ -165,8 +165,8 @@ def test_objects_differ_enough_to_catch_a_wrong_memory(predictor, tmp_path):
 def test_refs_mode_target_does_not_depend_on_other_targets(predictor, tmp_path):
     prompts = _prompt_set(tmp_path, "box")
     a, b, c = (read_rgb(p) for p in _targets(tmp_path, 3))
-    first = Labeler(predictor, prompts).predict(c)
-    labeler = Labeler(predictor, prompts)
+    first = Sam2TargetLabeler(as_backend(predictor), prompts).predict(c)
+    labeler = Sam2TargetLabeler(as_backend(predictor), prompts)
     labeler.predict(a), labeler.predict(b)
     later = labeler.predict(c)
     for obj_id in first:
@@ -175,7 +175,7 @@ def test_refs_mode_target_does_not_depend_on_other_targets(predictor, tmp_path):
 
 def test_targets_of_other_sizes_get_masks_at_their_own_size(predictor, tmp_path):
     prompts = _prompt_set(tmp_path, "box")
-    labeler = Labeler(predictor, prompts)
+    labeler = Sam2TargetLabeler(as_backend(predictor), prompts)
     for size in [(500, 180), (97, 333)]:
         detections = labeler.label(synthetic_image(7, size=size))
         assert [d.mask.shape for d in detections] == [(size[1], size[0])]
@@ -187,7 +187,7 @@ def test_preview_is_the_conditioning_mask(predictor, tmp_path, case):
     prompts = _prompt_set(tmp_path, case)
     ref = prompts.references[0]
     obj = ref.objects[0]
-    preview = ReferencePreview(predictor, read_rgb(ref.image))
+    preview = ReferencePreview(as_backend(predictor), read_rgb(ref.image))
     preview.mask(ObjectGuides(obj.id, points=[(10, 10)], labels=[1]))  # an earlier guide must not leak
     shown = preview.mask(obj)
 
@@ -214,7 +214,7 @@ def test_preview_is_the_conditioning_mask(predictor, tmp_path, case):
 def test_several_targets_in_one_forward_equal_one_at_a_time(predictor, tmp_path):
     """`--batch-size`: batched and unbatched refs-mode results agree within the fidelity tolerance."""
     prompts = _prompt_set(tmp_path, "two_objects_one_batch")
-    labeler = Labeler(predictor, prompts)
+    labeler = Sam2TargetLabeler(as_backend(predictor), prompts)
     assert [g.size for g in labeler._groups] == [2]
     rgbs = [read_rgb(p) for p in _targets(tmp_path, 3)]
     together = labeler.predict_many(rgbs)
@@ -241,7 +241,7 @@ def test_model_input_is_sam2_frame_loaders_bit_for_bit(tmp_path, size):
 
 def test_masks_are_each_objects_upsampled_logits_bit_for_bit(predictor, tmp_path):
     """All objects are upsampled in one call; each mask equals its own logits upsampled alone, > 0."""
-    labeler = Labeler(predictor, _prompt_set(tmp_path, "three_objects_subsets"))
+    labeler = Sam2TargetLabeler(as_backend(predictor), _prompt_set(tmp_path, "three_objects_subsets"))
     for size in [(W, H), (1280, 960), (97, 333)]:
         rgb = synthetic_image(8, size=size)
         outputs = labeler.predict(rgb)
