@@ -13,6 +13,7 @@ from pathlib import Path
 from . import defaults
 from .errors import UsageError
 from .exports import formats_arg
+from .models.backend import model_names
 from .models.sam2.build import CHECKPOINT_DIR, MODELS, download_checkpoint
 from .utils.signals import stop_on_signals
 
@@ -41,7 +42,7 @@ OPTIONS = {
     "REFERENCE_DIR": ("--refs", dict(metavar="DIR", help="reference images to guide in the SmartSelector")),
     "TARGET_DIR": ("--targets", dict(metavar="DIR", help="target images to label (the folder's own images)")),
     "OUTPUT_DIR": ("--output", dict(metavar="DIR", help="where results go")),
-    "MODEL": ("--model", dict(choices=list(MODELS), help="SAM 2.1 model size")),
+    "MODEL": ("--model", dict(choices=model_names(), help="SAM 2.1 model size")),
     "CHECKPOINT": ("--checkpoint", dict(metavar="PATH", help=f"checkpoint (default: {CHECKPOINT_DIR}/sam2.1_hiera_"
                                         "MODEL.pt), or 'none': untrained weights, for tests")),
     "IMAGE_SIZE": ("--image-size", dict(type=int, metavar="N", help="model input size (default: the model's, 1024)")),

@@ -154,7 +154,8 @@ def label_batch(
         if ray_run:
             from .ray_executor import LabelerSpec
 
-            summary = ray_run.run_batch(LabelerSpec(prompts, run), recorder, batch_size, prompts.object_ids)
+            spec = LabelerSpec(prompts, run, backend_class(model))
+            summary = ray_run.run_batch(spec, recorder, batch_size, prompts.object_ids)
         else:
             summary = _label(backend, run, prompts, recorder)
         del backend, predictor  # SAM 3D needs the GPU memory

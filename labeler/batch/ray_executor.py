@@ -20,7 +20,7 @@ A stop request hands out nothing more; the chunks already handed out finish and 
 Usage (what label_batch does):
     with ray_cluster(address=None, device="auto", workers=None) as cluster:   # starts or joins Ray
         recorder = BatchRecorder(OutputFolder("out"), targets, prompts.classes, settings.fingerprint(prompts))
-        summary = cluster.run_batch(LabelerSpec(prompts, settings), recorder, batch_size=4)
+        summary = cluster.run_batch(LabelerSpec(prompts, settings, Sam2Backend), recorder, batch_size=4)
 """
 
 from __future__ import annotations
@@ -64,23 +64,23 @@ except ImportError:  # pragma: no cover
 
 @dataclass(frozen=True)
 class LabelerSpec:
-    """How a worker builds its labeler: the prompts and the resolved run settings, as data (picklable).
+    """How a worker builds its labeler: the prompts, the resolved run settings and the backend class, as data.
 
     A labeler factory is any picklable callable returning (labeler, prepare): a `TargetLabeler` and the
     model input of an image (`ModelBackend.prepare`, or None); tests pass stand-ins. The settings'
     checkpoint is an absolute path readable on every node, or "none"; each worker builds its own feature
-    cache from them.
+    cache from them. The backend class travels with the spec, so workers need no registry of their own.
     """
 
     prompts: PromptSet
     settings: RunSettings
+    backend_class: type
 
     def __call__(self):
-        from ..models.backend import build_backend
         from .feature_cache import feature_cache_for
 
         s = self.settings
-        backend = build_backend(s.model)
+        backend = self.backend_class(s.model)
         features = feature_cache_for(s.cache, s.cache_size_gb, backend)
         return backend.condition(self.prompts, s.memory, s.threshold, features=features), backend.prepare
 
