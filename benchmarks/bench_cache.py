@@ -27,7 +27,8 @@ from common import REAL, merge_results
 from PIL import Image
 
 from labeler.batch.pipeline import label_batch
-from labeler.models.sam2.build import build_predictor
+from labeler.models.backend import ModelSettings
+from labeler.models.sam2.backend import Sam2Backend
 from labeler.prompts.prompt_set import PromptSet
 from labeler.types.guides import ObjectGuides, ReferenceGuides
 
@@ -38,7 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", type=int, default=6)
     args = ap.parse_args()
-    predictor = build_predictor("tiny", checkpoint="none", image_size=IMAGE_SIZE, device="cpu")
+    backend = Sam2Backend(ModelSettings("tiny", checkpoint="none", image_size=IMAGE_SIZE, device="cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         refs, targets = image_set(tmp / "images", args.targets + 1)
@@ -54,7 +55,7 @@ def main() -> None:
         w, h = Image.open(third).size
         three = PromptSet([*two.references, ReferenceGuides(third, w, h, [ObjectGuides(1, points=[(w // 2, h // 2)],
                                                                                         labels=[1])])])
-        common = dict(checkpoint="none", image_size=IMAGE_SIZE, device="cpu", progress=False, predictor=predictor)
+        common = dict(checkpoint="none", image_size=IMAGE_SIZE, device="cpu", progress=False, backend=backend)
         label_batch(two, tmp / "warm", tmp / "warm-out", cache=False, **common)  # torch's first-run costs
 
         def timed(name, prompts, output, **kw):

@@ -33,8 +33,9 @@ from common import REAL, ROOT, load_results, merge_results
 from PIL import Image
 
 from labeler.batch.local import run_batch
-from labeler.models.sam2.build import build_predictor
-from labeler.models.sam2.tracker import Labeler
+from labeler.batch.recorder import BatchRecorder
+from labeler.models.backend import ModelSettings
+from labeler.models.sam2.backend import Sam2Backend
 from labeler.prompts.prompt_set import (
     ObjectGuides,
     PromptSet,
@@ -82,9 +83,9 @@ def prompts_for(refs: list[Path], objects: int) -> PromptSet:
     return PromptSet([ReferenceGuides(r, w, h, GUIDES[k][:objects]) for k, r in enumerate(refs)])
 
 
-def time_labeler(predictor, prompts, targets, batch_size=1) -> dict:
+def time_labeler(backend, prompts, targets, batch_size=1) -> dict:
     t0 = time.perf_counter()
-    labeler = Labeler(predictor, prompts)
+    labeler = backend.condition(prompts)
     setup = time.perf_counter() - t0
     rgbs = [read_rgb(p) for p in targets]
     labeler.predict(rgbs[0])  # warm-up
@@ -139,9 +140,9 @@ def time_encoder(predictor, targets) -> float:
     return (time.perf_counter() - t0) / len(images)
 
 
-def pipeline_overhead(predictor, prompts, targets, out: Path) -> dict:
+def pipeline_overhead(backend, prompts, targets, out: Path) -> dict:
     """Batch wall time (read, label, write) against the time spent inside the model."""
-    labeler = Labeler(predictor, prompts)
+    labeler = backend.condition(prompts)
     model_time = 0.0
     predict_many = labeler.predict_many
 
@@ -154,7 +155,7 @@ def pipeline_overhead(predictor, prompts, targets, out: Path) -> dict:
 
     labeler.predict_many = timed
     t0 = time.perf_counter()
-    run_batch(labeler, targets, out, {}, "bench", progress=False)
+    run_batch(labeler, BatchRecorder(out, targets, {}, "bench", progress=False), prepare=backend.prepare)
     wall = time.perf_counter() - t0
     return {"wall_s": wall, "model_s": model_time, "overhead_s": wall - model_time,
             "overhead_fraction": (wall - model_time) / model_time}
@@ -193,7 +194,8 @@ def main() -> None:
         args.image_size, args.targets, args.video_targets, args.memory_counts = 256, 2, 8, "4,8"
     counts = [int(c) for c in args.memory_counts.split(",")]
     torch.manual_seed(0)
-    predictor = build_predictor("tiny", checkpoint="none", image_size=args.image_size, device="cpu")
+    backend = Sam2Backend(ModelSettings("tiny", checkpoint="none", image_size=args.image_size, device="cpu"))
+    predictor = backend.predictor  # SAM 2's own video route and the image encoder alone run on it
     results: dict = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                    f"torch {torch.__version__}",
@@ -210,7 +212,7 @@ def main() -> None:
             return
         results["labeler_refs_mode"] = {}
         for objects in (1, 2, 4):
-            r = time_labeler(predictor, prompts_for(refs, objects), targets)
+            r = time_labeler(backend, prompts_for(refs, objects), targets)
             results["labeler_refs_mode"][objects] = r
             print(f"labeler refs mode, 2 refs x {objects} object(s): {r['per_target_s']:.2f} s/target "
                   f"(setup {r['setup_s']:.1f} s)", flush=True)
@@ -224,7 +226,7 @@ def main() -> None:
         print(f"image encoder alone: {results['encoder_floor_s']:.2f} s/target", flush=True)
         results["speedup_2_objects"] = video["per_target_s"] / results["labeler_refs_mode"][2]["per_target_s"]
         print(f"refs mode speed-up over the usual route at 2 x 2: {results['speedup_2_objects']:.2f}x", flush=True)
-        overhead = pipeline_overhead(predictor, prompts_for(refs, 2), targets, tmp / "out")
+        overhead = pipeline_overhead(backend, prompts_for(refs, 2), targets, tmp / "out")
         results["pipeline_2_objects"] = overhead
         print(f"pipeline: wall {overhead['wall_s']:.1f} s, model {overhead['model_s']:.1f} s, overhead "
               f"{100 * overhead['overhead_fraction']:.1f}% of model time", flush=True)

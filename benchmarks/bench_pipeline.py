@@ -2,14 +2,16 @@
 
 Untrained SAM 2.1 tiny at `--image-size 64` (the model's work is under 1% of a 1024 px run), 2
 references x 2 objects, 1280x960 JPEG targets (the real bedroom frames cropped to 4:3 and resized;
-generated textured images where absent). Times `run_batch` with a Labeler built beforehand (what
-`label_batch` runs between building the model and the exports): targets/s (wall) and CPU ms per
-target (the process's CPU time over the batch, all threads).
+generated textured images where absent). Times the local executor's `run_batch` with a labeler
+conditioned beforehand (`backend.condition`; what `label_batch` runs between building the model and
+the exports): targets/s (wall) and CPU ms per target (the process's CPU time over the batch, all
+threads).
 
-`--repo PATH` imports `labeler` from another checkout, so a "before" can be measured in the same
-sitting, e.g. `git worktree add /tmp/before 22fffe6` then, alternately,
-`python benchmarks/bench_pipeline.py --repo /tmp/before --key before` and
-`python benchmarks/bench_pipeline.py --key after`. Each run merges its numbers into
+`--repo PATH` imports `labeler` from another checkout of the same layout (a model backend, a batch
+recorder), so a "before" can be measured in the same sitting, e.g. `git worktree add /tmp/before
+COMMIT` then, alternately, `python benchmarks/bench_pipeline.py --repo /tmp/before --key before` and
+`python benchmarks/bench_pipeline.py --key after`. `OMP_WAIT_POLICY=PASSIVE` in front times it as
+`python main.py` runs (main.py sets it). Each run merges its numbers into
 benchmarks/results.json under "pipeline_ceiling" -> key (a list, one entry per run).
 `--profile N` prints cProfile's top N functions (by own time) instead of recording.
 """
@@ -68,8 +70,9 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=r"cannot import name '_C'")
     import labeler
     from labeler.batch.local import run_batch
-    from labeler.models.sam2.build import build_predictor
-    from labeler.models.sam2.tracker import Labeler
+    from labeler.batch.recorder import BatchRecorder
+    from labeler.models.backend import ModelSettings
+    from labeler.models.sam2.backend import Sam2Backend
     from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides
     from labeler.utils.images import list_images
 
@@ -86,11 +89,12 @@ def main() -> None:
             ReferenceGuides(refs[1], w, h, [ObjectGuides(1, points=[(300, 590)], labels=[1]),
                                             ObjectGuides(2, box=(420, 20, 720, 740))]),
         ])
-        predictor = build_predictor("tiny", checkpoint="none", image_size=64, device="cpu")
+        backend = Sam2Backend(ModelSettings("tiny", checkpoint="none", image_size=64, device="cpu"))
         targets = list_images(tmp / "targets")
 
-        def batch(folder, targets):
-            return run_batch(Labeler(predictor, prompts), targets, folder, {}, "bench", progress=False)
+        def batch(folder, targets):  # as label_batch runs the local executor
+            recorder = BatchRecorder(folder, targets, {}, "bench", progress=False)
+            return run_batch(backend.condition(prompts), recorder, prepare=backend.prepare)
 
         batch(tmp / "warm", targets[:2])  # first-call costs, page cache
         out = tmp / "out"
