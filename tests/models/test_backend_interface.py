@@ -11,7 +11,7 @@ import sys
 from helpers import ROOT
 
 SCRIPT = r"""
-import importlib.abc, json, sys
+import importlib.abc, json, shutil, sys
 from pathlib import Path
 
 
@@ -27,7 +27,7 @@ import numpy as np
 import ray
 
 import standin_backend
-from helpers import files_of, make_inputs
+from helpers import files_of, make_inputs, save_jpeg, synthetic_image
 from labeler import PromptSet, label_batch
 from labeler.models.backend import ModelSettings, build_backend
 from labeler.review.session import Review
@@ -53,6 +53,33 @@ on_ray = label_batch(prompts_file, targets, root / "ray", **run, executor="ray",
 out["ray"] = [on_ray.labeled, on_ray.failed]
 local_files, ray_files = files_of(root / "local"), files_of(root / "ray")
 out["ray_same"] = sorted(k for k in local_files if local_files[k] != ray_files.get(k))
+
+# The same outcome, the same summary and manifest, whichever executor: a rerun over more targets, with
+# targets labeled before (skipped), one reviewed (kept), new ones and an unreadable one (failed).
+more = root / "more"
+shutil.copytree(targets, more)
+for seed in (40, 41):
+    save_jpeg(synthetic_image(seed), more / f"new{seed}.jpg")
+summaries = {}
+for executor in ("local", "ray"):
+    folder = root / f"resume_{executor}"
+    shutil.copytree(root / "local", folder)
+    with Review.open(folder, more) as review:
+        review.accept("t20.jpg")
+    s = label_batch(prompts_file, more, folder, **run, executor=executor, batch_size=2)
+    summaries[executor] = [s.targets, s.labeled, s.skipped, s.failed, s.reviewed, sorted(s.present.items())]
+out["resume"] = summaries
+resumed_local, resumed_ray = files_of(root / "resume_local"), files_of(root / "resume_ray")
+out["resume_same"] = sorted(k for k in resumed_local if resumed_local[k] != resumed_ray.get(k))
+
+
+def manifest(folder):  # the review of t20 was made at another second in each copy
+    data = json.loads((folder / "manifest.json").read_text())
+    data["targets"]["t20.jpg"]["review"].pop("time")
+    return data
+
+
+out["resume_manifests_same"] = manifest(root / "resume_local") == manifest(root / "resume_ray")
 ray.shutdown()
 
 with Review.open(root / "local") as review:
@@ -91,6 +118,9 @@ def test_a_backend_that_is_not_sam2_runs_the_whole_labeler_without_sam2(tmp_path
     assert out["encoded_first"] == 7
     assert out["encoded_again"] == 0 and out["again_same"]  # every target's features read from the cache
     assert out["ray"] == [7, 1] and out["ray_same"] == []  # Ray workers build the same backend: the same bytes
+    # 10 targets: 2 new labeled, 6 kept (5 labeled before, t20 reviewed), broken.jpg failed again
+    assert out["resume"]["local"] == out["resume"]["ray"] and out["resume"]["local"][1:5] == [2, 7, 1, 1]
+    assert out["resume_same"] in ([], ["manifest.json"]) and out["resume_manifests_same"]
     assert out["taught_references"] == 3
     assert out["relabel"] == [5, 2]  # new prompts: every unreviewed target again; the reviewed two kept
     assert out["correction_kept"]
