@@ -5,21 +5,40 @@ their records (object IDs, logits), and each object's mask is read back from
 `id_masks/<stem>_id<k>.png`, one at a time. So a resumed run exports every target labeled so far
 with the current settings, not only those labeled by this run.
 
+A format is a module of this package with a `write(export: Export) -> Path` function, named in
+FORMATS: adding one is that module and its entry (docs/architecture.md).
+
 Usage:
     write_exports(Path("output"), targets, {1: "disc"}, ["coco", "yolo"], object_ids=[1, 2])
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..outputs.folder import OutputFolder, all_object_ids
+from ..outputs.folder import OutputFolder, TargetRecord, all_object_ids
 
 log = logging.getLogger(__name__)
-FORMATS = ("coco", "yolo")
+# --formats name -> the module of this package that writes it (imported only when asked for).
+FORMATS = {"coco": "coco", "yolo": "yolo"}
+
+
+@dataclass(frozen=True)
+class Export:
+    """What every format writes from: the folder, its labeled targets' records, the class names, all object
+    IDs (sorted; YOLO's class index is the position), the targets' folder and the YOLO validation fraction."""
+
+    folder: OutputFolder
+    items: list[TargetRecord]
+    classes: dict[int, str]
+    object_ids: list[int]
+    image_dir: Path | None
+    yolo_val: float
 
 
 def parse_formats(value: str | Iterable[str] | None) -> list[str]:
@@ -63,19 +82,9 @@ def write_exports(
         return []
     folder = OutputFolder(output_dir)
     items = folder.labeled(targets, reviewed_only)
-    ids = all_object_ids(items, object_ids)
-    written = []
-    for name in formats:
-        if name == "coco":
-            from .coco import write_coco
-
-            written.append(write_coco(folder, items, classes, ids))
-        elif name == "yolo":
-            from .yolo import write_yolo
-
-            image_dir = targets[0].parent if targets else None
-            written.append(write_yolo(folder, items, classes, ids, image_dir, yolo_val))
-    return written
+    export = Export(folder, items, classes, all_object_ids(items, object_ids), targets[0].parent if targets else None,
+                    yolo_val)
+    return [importlib.import_module(f".{FORMATS[name]}", __name__).write(export) for name in formats]
 
 
 def formats_arg(text: str) -> list[str]:

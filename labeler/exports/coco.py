@@ -69,3 +69,8 @@ def coco_dataset(folder: OutputFolder, items: list[TargetRecord], classes: dict[
 def write_coco(folder: OutputFolder, items: list[TargetRecord], classes: dict[int, str], object_ids: list[int]) -> Path:
     atomic_write_text(folder.coco_json, json.dumps(coco_dataset(folder, items, classes, object_ids)) + "\n")
     return folder.coco_json
+
+
+def write(export) -> Path:
+    """The format's entry (`exports.FORMATS`): coco.json."""
+    return write_coco(export.folder, export.items, export.classes, export.object_ids)

@@ -138,3 +138,9 @@ def write_yolo(folder: OutputFolder, items: list[TargetRecord], classes: dict[in
     atomic_write_text(root / "val.txt", "".join(f"{name}\n" for name in val))
     atomic_write_text(root / "data.yaml", data_yaml(root, classes, object_ids, image_dir))
     return root
+
+
+def write(export) -> Path:
+    """The format's entry (`exports.FORMATS`): yolo/."""
+    return write_yolo(export.folder, export.items, export.classes, export.object_ids, export.image_dir,
+                      export.yolo_val)
