@@ -36,7 +36,7 @@ BATCH_SIZE = 1
 CLASS_NAMES = {1: "disc", 2: "square"}
 
 # Dataset exports written after each finished batch (`--formats`): any of "coco", "yolo".
-# report.png (the review sheet) is written either way. See README "Exports and the review sheet".
+# report.png (the review sheet) is written either way. See docs/outputs.md, "Exports".
 FORMATS = []
 # Fraction of the YOLO export's images listed in yolo/val.txt, split with a fixed seed (`--yolo-val`).
 YOLO_VAL = 0.1
@@ -51,7 +51,7 @@ CACHE = None
 # Its size cap in GB (`--cache-size`); least recently used entries are evicted first. 1024 px: 16.8 MB a target.
 CACHE_SIZE_GB = 20.0
 
-# Optional 3D meshes with SAM 3D Objects, installed separately (see README "SAM 3D meshes").
+# Optional 3D meshes with SAM 3D Objects, installed separately (see docs/outputs.md, "SAM 3D meshes").
 # MESH = True is `--mesh`; MESH_LIMIT = N keeps the N best-scoring objects per ID (`--mesh-limit`);
 # SAM3D_CONFIG is its checkpoints/hf/pipeline.yaml (`--sam3d-config`).
 MESH = False
@@ -59,7 +59,7 @@ MESH_LIMIT = None
 SAM3D_CONFIG = None
 
 # Where the batch runs (`--executor`): "local" (this process) or "ray", model replicas on a Ray cluster
-# (pip install -e ".[ray]"; refs mode only; see README "Scaling out"). WORKERS is `--workers` (None: one
+# (pip install -e ".[ray]"; refs mode only; see docs/scaling.md). WORKERS is `--workers` (None: one
 # per GPU, else 1); RAY_ADDRESS is `--ray-address` (None: a local Ray instance for the run; "auto" or
 # "ray://HOST:PORT": join a running cluster).
 EXECUTOR = "local"

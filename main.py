@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 # Before torch loads OpenMP: its idle threads sleep instead of spinning, leaving the CPU to the threads
-# that decode and write (pipeline ceiling 1.4x; no change at 1024 px: README, Performance). Yours wins.
+# that decode and write (pipeline ceiling 1.4x; no change at 1024 px: docs/performance.md). Yours wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from labeler.cli import main  # noqa: E402
