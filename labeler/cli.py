@@ -143,18 +143,16 @@ def _run(a: dict, stop: threading.Event, config_classes: dict[int, str]):
                              "references with `python main.py` first, or name a prompts file with --prompts")
         prompts = as_prompt_set(prompts_path)
     if not a["headless"]:
-        from .gui.selector import run_selector, use_window_backend
+        from .gui import guide_references
         from .utils.images import list_images
 
         refs = [r.image for r in prompts.references] if a["edit"] else (
             list_images(a["REFERENCE_DIR"]) if Path(a["REFERENCE_DIR"]).is_dir() else [])
         if not refs:
             raise UsageError(f"no images in the reference folder {a['REFERENCE_DIR']} (--refs)")
-        use_window_backend()  # no display: say so before the model is built
-        existing, prompts, classes = prompts, None, {**config_classes, **(a["CLASS_NAMES"] or {})}
-
-        def guide(backend):
-            return run_selector(refs, backend, classes, prompts_path, existing=existing)
+        classes = {**config_classes, **(a["CLASS_NAMES"] or {})}
+        guide = guide_references(refs, classes, prompts_path, existing=prompts)  # no display: says so now
+        prompts = None
 
     library = {name.lower(): a[name] for name in OPTIONS if hasattr(defaults, name)}  # label_batch's own options
     library["cache"] = False if a["no_cache"] else library["cache"]

@@ -1,10 +1,10 @@
-"""`python main.py review`: the review window, a SmartSelector over the batch's targets, worst first.
+"""`python main.py review`: the review window, the batch's targets worst first, each on a `GuideCanvas`.
 
-The window is a view of `labeler.review.session.Review`: its keys only call accept, exclude, correct and
-teach, and move between targets. Outside fix mode it shows the predicted masks; `F` starts a fix
-from them, with the SmartSelector's own controls: brush paint/erase edits the masks directly, a
-box or points re-prompt SAM 2 on this target for the current ID (live preview), paint and erase
-apply on top. `Enter` saves the correction, `Esc` drops it.
+The window is a view of `labeler.review.session.Review`: its keys (`keys.REVIEW_KEYS`) only call accept,
+exclude, correct and teach, and move between targets. Outside fix mode it shows the predicted masks; `F`
+starts a fix from them, with the SmartSelector's guide controls (`keys.GUIDE_KEYS`): brush paint/erase
+edits the masks directly, a box or points re-prompt SAM 2 on this target for the current ID (live
+preview), paint and erase apply on top. `Enter` saves the correction, `Esc` drops it.
 
 Usage: `python main.py review [--output DIR] [--clear [NAME ...]] [--no-relabel]`.
 """
@@ -12,6 +12,7 @@ Usage: `python main.py review [--output DIR] [--clear [NAME ...]] [--no-relabel]
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,33 +20,23 @@ import numpy as np
 
 from ..prompts.guide_state import GuideState
 from ..review.session import Review
-from ..types.guides import ObjectGuides
 from ..utils.images import read_rgb
-from .selector import SessionInfo, SmartSelector, use_window_backend
+from .canvas import GuideCanvas, SessionInfo
+from .keys import GUIDE_KEYS, REVIEW_KEYS
 
 log = logging.getLogger("labeler")
 
-REVIEW_CONTROLS = ("Enter/A: accept · F: fix · X: exclude · ←/→: previous/next · T: also a reference · "
-                   "+/-/0: zoom · Q: end review · H: help")
-REVIEW_HELP = """Review controls
 
-Enter or A           accept the target as labeled
-F                    fix it: the SmartSelector's guide controls
-  Enter / Esc        save the correction / drop it
-X                    exclude it (left out of the exports)
-Left / Right         previous / next target
-T                    also use it as a reference (taught when the review ends)
-+ - 0, shift+arrows  zoom at the cursor, out, whole image; pan
-Q or closing         end the review (everything is saved)
-H                    this help"""
+class ReviewWindow:
+    """The review of the batch's targets in one figure, one target at a time; `show(index)` moves to another.
 
-
-class ReviewWindow(SmartSelector):
-    """The review of one target in the figure; `show(index)` moves to another target in place."""
-
-    CONTROLS, HELP = REVIEW_CONTROLS, REVIEW_HELP
+    Each target is a `GuideCanvas` on the figure (`canvas`), replaced by a new one for the next target.
+    Its keys are `REVIEW_KEYS`; in fix mode the fix's Enter and Esc, and the SmartSelector's guide keys.
+    `on_done` is called once when the review ends (Q, or the figure closed).
+    """
 
     def __init__(self, figure, review: Review, backend, encoder: ThreadPoolExecutor | None = None):
+        self.fig = figure
         self.review = review
         self.backend = backend
         self.encoder = encoder
@@ -54,15 +45,14 @@ class ReviewWindow(SmartSelector):
         self.fixing = False
         self.teach_pending: set[str] = set()
         self.ended = False
-        self._open(figure)
+        self.on_done = None
+        self.canvas = self._open()
+        self._cids = [figure.canvas.mpl_connect("key_press_event", self.on_key),
+                      figure.canvas.mpl_connect("close_event", self.on_close)]
 
     # ----- one target ---------------------------------------------------------------------------
-    @property
-    def guiding(self) -> bool:
-        """Outside fix mode the mouse changes nothing (and hovering redraws nothing)."""
-        return self.fixing
-
-    def _open(self, figure) -> None:
+    def _open(self) -> GuideCanvas:
+        """The canvas of target `index`: its predicted masks, which guides start from, no guides yet."""
         self.record = self.review.record(self.names[self.index])
         self.predicted = {d.id: d for d in self.review.detections(self.record)}
         rgb = read_rgb(self.record.path)
@@ -70,8 +60,12 @@ class ReviewWindow(SmartSelector):
         state = GuideState(rgb.shape[1], rgb.shape[0], current_id=ids[0] if ids else 1)
         # On a thread in the window; at once without one (tests, scripts).
         preview = self.encoder.submit(self.backend.preview, rgb) if self.encoder else self.backend.preview(rgb)
-        session = SessionInfo(classes=dict(self.review.prompts.classes))
-        super().__init__(figure, self.record.path, rgb, preview, state, session, title=self._title())
+        prior = {d.id: d.mask if d.present else np.zeros_like(d.mask) for d in self.predicted.values()}
+        canvas = GuideCanvas(self.fig, rgb, preview, state, SessionInfo(classes=dict(self.review.prompts.classes)),
+                             title=self._title(), keys=REVIEW_KEYS, prior=prior, slots=0,
+                             slot_note=functools.partial(self._slot_note, state))
+        canvas.guiding = False  # outside fix mode the mouse changes nothing (and hovering redraws nothing)
+        return canvas
 
     def _title(self) -> str:
         c = self.review.counts()
@@ -81,86 +75,82 @@ class ReviewWindow(SmartSelector):
         return (f"Review — {self.record.name}{mark} ({self.index + 1}/{len(self.names)}) · reviewed "
                 f"{c['reviewed']}/{c['targets']} · {c['corrected']} corrected · {c['taught']} taught{look}{fixing}")
 
-    def show(self, index: int) -> None:
-        """Move to target `index` (clamped), in the same figure."""
-        self.disconnect()
-        self.index = min(max(index, 0), len(self.names) - 1)
-        self.fixing = False
-        self._open(self.fig)
-        self.fig.canvas.draw_idle()
-
-    # ----- what is drawn: the predicted masks, and in fix mode the guides over them ---------------
-    def _object_ids(self) -> list[int]:
-        return sorted(set(self.predicted) | set(self.state.ids()))
-
-    def _object(self, obj_id: int) -> ObjectGuides:
-        return self.state.object(obj_id) or ObjectGuides(obj_id)
-
-    def _sam_mask(self, obj: ObjectGuides) -> np.ndarray | None:
-        """A box or points re-prompt SAM 2 on this target; without them, the predicted mask is the start."""
-        if obj.has_prompt:
-            return super()._sam_mask(obj)
-        d = self.predicted.get(obj.id)
-        return d.mask if d is not None and d.present else np.zeros(self.rgb.shape[:2], dtype=bool)
-
-    def _sidebar_ids(self) -> list[int]:
-        return sorted(set(self.predicted) | set(self.state.ids()) | {self.state.current_id})
-
-    def _sidebar_lines(self, obj_id: int) -> tuple[str, str]:
-        name = self.session.classes.get(obj_id, "")
+    def _slot_note(self, state: GuideState, obj_id: int) -> str:
+        """An ID's second sidebar line: found or not, the score, whether the fix edited it."""
         d = self.predicted.get(obj_id)
         if d is None:
-            return f"ID {obj_id}  {name}".rstrip(), "not labeled"
-        found = "found" if d.present else "not found"
-        edited = " · edited" if self.state.object(obj_id) is not None else ""
-        return f"ID {obj_id}  {name}".rstrip(), f"{found} · score {d.score:.3f}{edited}"
+            return "not labeled"
+        edited = " · edited" if state.object(obj_id) is not None else ""
+        return f"{'found' if d.present else 'not found'} · score {d.score:.3f}{edited}"
 
-    # ----- keys: review actions outside fix mode, the SmartSelector's inside ------------------------
+    def show(self, index: int) -> None:
+        """Move to target `index` (clamped), in the same figure."""
+        self.canvas.disconnect()
+        self.index = min(max(index, 0), len(self.names) - 1)
+        self.fixing = False
+        self.canvas = self._open()
+        self.fig.canvas.draw_idle()
+
+    @property
+    def done(self) -> bool:
+        """Whether the review ended (what a host waits for)."""
+        return self.ended
+
+    @property
+    def ax(self):
+        """The image axes of the target shown."""
+        return self.canvas.ax
+
+    @property
+    def state(self) -> GuideState:
+        """The guides drawn on the target shown (in fix mode)."""
+        return self.canvas.state
+
+    @property
+    def title_text(self):
+        return self.canvas.title_text
+
+    def shown_mask(self, obj_id: int) -> np.ndarray:
+        """(H, W) bool: the mask shown for `obj_id`, what a saved fix records."""
+        return self.canvas.shown_mask(obj_id)
+
+    # ----- keys: review actions outside fix mode; in it the fix's own and the guide keys -----------
     def on_key(self, event) -> None:
-        key = event.key or ""
-        if self.fixing:
-            if key == "enter":
-                self.save_fix()
-            elif key == "escape":
-                self.drop_fix()
-            elif key != "q":  # Q ends the review only outside fix mode
-                super().on_key(event)
-            return
-        if key in ("enter", "a"):
-            self.accept_target()
-        elif key == "f":
-            self.fixing = True
-            self._set_text(self.title_text, self._title())
-        elif key == "x":
-            self.review.exclude(self.record.name)
-            self.show(self.index + 1)
-        elif key == "right":
-            self.show(self.index + 1)
-        elif key == "left":
-            self.show(self.index - 1)
-        elif key == "t":
-            self.toggle_teach()
-        elif key in ("q", "escape"):
-            self.end()
-        elif key in ("h", "+", "=", "-", "0") or key.startswith("shift+"):
-            super().on_key(event)  # help, zoom and pan
+        if not self.fixing:
+            REVIEW_KEYS.press(event, self, self.canvas)
+        elif not REVIEW_KEYS.press(event, self, mode="fix"):
+            GUIDE_KEYS.press(event, self.canvas)  # Q ends the review only outside fix mode
 
-    def accept_target(self) -> None:
+    def start_fix(self, event=None) -> None:
+        self.fixing = self.canvas.guiding = True
+        self.canvas.repaint.set_text(self.canvas.title_text, self._title())
+
+    def accept_target(self, event=None) -> None:
         self.review.accept(self.record.name)
         self._apply_teach()
         self.show(self.index + 1)
 
-    def save_fix(self) -> None:
+    def exclude(self, event=None) -> None:
+        self.review.exclude(self.record.name)
+        self.show(self.index + 1)
+
+    def next(self, event=None) -> None:
+        self.show(self.index + 1)
+
+    def previous(self, event=None) -> None:
+        self.show(self.index - 1)
+
+    def save_fix(self, event=None) -> None:
         """Save the shown masks as the target's final masks (an ID erased completely is absent)."""
-        masks = {obj_id: self.shown_mask(obj_id) for obj_id in self._object_ids()}
+        masks = {obj_id: self.shown_mask(obj_id) for obj_id in self.canvas.object_ids()}
         self.review.correct(self.record.name, masks)
         self._apply_teach()
         self.show(self.index + 1)
 
-    def drop_fix(self) -> None:
+    def drop_fix(self, event=None) -> None:
         self.show(self.index)
 
-    def toggle_teach(self) -> None:
+    def toggle_teach(self, event=None) -> None:
         name = self.record.name
         if self.record.review and self.record.review_state != "excluded":
             self.review.teach(name, not self.record.review.get("teach"))
@@ -169,26 +159,37 @@ class ReviewWindow(SmartSelector):
         else:  # taught once the person accepts or corrects it
             self.teach_pending ^= {name}
             taught = name in self.teach_pending
-        self._set_text(self.title_text, self._title())
-        self._set_text(self.status_text, "also a reference: yes" if taught else "also a reference: no")
+        self.canvas.repaint.set_text(self.canvas.title_text, self._title())
+        self.canvas.repaint.set_text(self.canvas.status_text,
+                                     "also a reference: yes" if taught else "also a reference: no")
 
     def _apply_teach(self) -> None:
         if self.record.name in self.teach_pending:
             self.teach_pending.discard(self.record.name)
             self.review.teach(self.record.name)
 
-    def end(self) -> None:
+    def end(self, event=None) -> None:
+        """End the review (everything is saved as it goes)."""
+        if self.ended:
+            return
         self.ended = True
-        self.finish(None)
+        self.canvas.disconnect()
+        for cid in self._cids:
+            self.fig.canvas.mpl_disconnect(cid)
+        if self.on_done is not None:
+            self.on_done()
 
     def on_close(self, event) -> None:
-        self.ended = True
+        self.end()
 
 
-def review_command(argv: list[str], config: dict) -> int:
-    """`python main.py review`: the window over an output folder; returns the exit code."""
+def review_command(argv: list[str], config: dict, host=None) -> int:
+    """`python main.py review`: the window over an output folder, in `host` (default: a `DesktopHost`);
+    returns the exit code."""
+    from .. import defaults
     from ..errors import UsageError
     from ..models.backend import model_names
+    from .hosts import DesktopHost
 
     p = argparse.ArgumentParser(prog="main.py review", description="Review a labeled output folder, worst first: "
                                 "accept, fix, exclude, teach. Settings come from the folder; options override them.")
@@ -196,7 +197,7 @@ def review_command(argv: list[str], config: dict) -> int:
     p.add_argument("--targets", help="target folder (default: the one the folder's manifest records)")
     p.add_argument("--clear", nargs="*", metavar="NAME", help="drop the reviews (all, or of these target files)")
     p.add_argument("--no-relabel", action="store_true", help="after teaching, don't relabel the unreviewed targets")
-    p.add_argument("--model", choices=model_names(), help="model (default: the folder's)")
+    p.add_argument("--model", choices=model_names(), help=f"model (default: the folder's, else {defaults.MODEL})")
     p.add_argument("--checkpoint", metavar="PATH", help="checkpoint, or 'none' (default: the folder's)")
     p.add_argument("--image-size", type=int, metavar="N", help="model input size (default: the folder's)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="(default: the folder's)")
@@ -206,16 +207,15 @@ def review_command(argv: list[str], config: dict) -> int:
             with Review.open(args.output, args.targets) as review:
                 log.info("dropped %d review(s)", review.clear(args.clear or None))
             return 0
-        use_window_backend()
-        return _review(args)
+        host = host or DesktopHost()
+        host.open()
+        return _review(args, host)
     except UsageError as e:
         log.error("error: %s", e)
         return 2
 
 
-def _review(args) -> int:
-    import matplotlib.pyplot as plt
-
+def _review(args, host) -> int:
     from .. import defaults
     from ..batch.pipeline import label_batch
     from ..models.backend import ModelSettings, build_backend
@@ -232,9 +232,7 @@ def _review(args) -> int:
         backend = build_backend(ModelSettings(settings["model"], settings["checkpoint"], settings["image_size"],
                                               resolve_device(settings["device"]).type))
         encoder = ThreadPoolExecutor(1, "embed")
-        fig = plt.figure(figsize=(13, 7.5))
-        ReviewWindow(fig, review, backend, encoder)  # its handlers keep it alive while the window is open
-        plt.show(block=True)
+        host.run(ReviewWindow(host.figure(), review, backend, encoder))
         encoder.shutdown(wait=False)
         log.info("reviewed %d of %d targets", review.counts()["reviewed"], review.counts()["targets"])
         prompts = review.finish()

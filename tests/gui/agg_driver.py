@@ -1,18 +1,22 @@
-"""Driving a window on the Agg backend: matplotlib events sent through the figure's canvas, as a person would."""
+"""Driving a window on the Agg backend: matplotlib events sent through the figure's canvas, as a person would;
+and a window host on Agg that hands each window to a script instead of running an event loop."""
 
 from __future__ import annotations
 
-from matplotlib.backend_bases import KeyEvent, MouseEvent
+from typing import Callable
 
-from labeler.gui.selector import SmartSelector
+from matplotlib.backend_bases import KeyEvent, MouseEvent
 
 
 class Driver:
-    """Sends mouse and key events at image coordinates, as a person at the window would."""
+    """Sends mouse and key events at image coordinates, as a person at the window would.
 
-    def __init__(self, selector: SmartSelector):
-        self.s = selector
-        self.canvas = selector.fig.canvas
+    window: a SmartSelector or a ReviewWindow (anything with `fig` and its image axes `ax`).
+    """
+
+    def __init__(self, window):
+        self.s = window
+        self.canvas = window.fig.canvas
         self.canvas.draw()
 
     def _xy(self, x, y, axes=None):
@@ -37,3 +41,34 @@ class Driver:
         if at is not None:
             self.mouse("motion_notify_event", *at)
         self.canvas.callbacks.process("key_press_event", KeyEvent("key_press_event", self.canvas, key))
+
+
+class ScriptedHost:
+    """A window host on Agg: `run(window)` calls `script(window)` (which drives it) in place of an event loop.
+
+    `windows` lists the windows run, in order; `closed` those whose figure the host closed when they were done.
+    """
+
+    def __init__(self, script: Callable):
+        self.script = script
+        self.windows: list = []
+        self.closed: list = []
+
+    def open(self) -> None:
+        pass
+
+    def figure(self):
+        import matplotlib.pyplot as plt
+
+        return plt.figure(figsize=(13, 7.5))
+
+    def run(self, window) -> None:
+        import matplotlib.pyplot as plt
+
+        def close():
+            self.closed.append(window)
+            plt.close(window.fig)
+
+        window.on_done = close
+        self.windows.append(window)
+        self.script(window)

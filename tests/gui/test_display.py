@@ -16,7 +16,7 @@ CALL = """
 import sys
 {setup}
 from labeler.errors import UsageError
-from labeler.gui.selector import use_window_backend
+from labeler.gui.hosts import use_window_backend
 try:
     use_window_backend()
 except UsageError as e:

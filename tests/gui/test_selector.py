@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from agg_driver import Driver  # noqa: E402
+from agg_driver import Driver, ScriptedHost  # noqa: E402
 from helpers import as_backend, save_jpeg, synthetic_image  # noqa: E402
 from matplotlib.backend_bases import MouseEvent  # noqa: E402
 
@@ -137,14 +137,13 @@ def test_escape_skips_and_closing_accepts(predictor, reference):
             assert sel.result.objects[0].points == [pytest.approx((100, 100))]
 
 
-def test_run_selector_saves_after_each_reference_and_edit_prefills(predictor, tmp_path, monkeypatch):
+def test_run_selector_saves_after_each_reference_and_edit_prefills(predictor, tmp_path):
     """The session: guides per reference, prompts saved after every accepted one, --edit reopens them."""
-    import labeler.gui.selector as selector_module
+    from labeler.gui.selector import run_selector
     from labeler.prompts.prompt_set import load_prompts
 
     refs = [save_jpeg(synthetic_image(300 + i), tmp_path / "refs" / f"r{i}.jpg") for i in range(3)]
     prompts_path = tmp_path / "out" / "prompts.json"
-    opened: list[SmartSelector] = []
     actions = iter([
         lambda d: (d.drag([(20, 20), (120, 90)]), d.key("enter")),          # r0: a box for ID 1
         lambda d: d.key("escape"),                                          # r1: skipped
@@ -152,21 +151,14 @@ def test_run_selector_saves_after_each_reference_and_edit_prefills(predictor, tm
     ])
     saved_before = []
 
-    class Recording(SmartSelector):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            opened.append(self)
-
-    def show(block=True):
+    def show(sel):
         saved_before.append(load_prompts(prompts_path).references if prompts_path.exists() else [])
-        sel = opened[-1]
         sel.wait_for_preview()
         next(actions)(Driver(sel))
 
-    monkeypatch.setattr(selector_module, "SmartSelector", Recording)
-    monkeypatch.setattr(selector_module, "use_window_backend", lambda: None)
-    monkeypatch.setattr(plt, "show", show)
-    prompts = selector_module.run_selector(refs, predictor, {1: "scratch"}, prompts_path)
+    host = ScriptedHost(show)
+    opened = host.windows
+    prompts = run_selector(refs, as_backend(predictor), {1: "scratch"}, prompts_path, host=host)
     assert [len(r) for r in saved_before] == [0, 1, 1]         # saved after each accepted reference
     assert [r.image for r in prompts.references] == [refs[0], refs[2]]
     assert prompts.classes == {1: "scratch"}
@@ -179,8 +171,8 @@ def test_run_selector_saves_after_each_reference_and_edit_prefills(predictor, tm
         lambda d: (d.click(60, 50), d.key("enter")),
         lambda d: d.key("enter"),
     ])
-    edited = selector_module.run_selector([r.image for r in prompts.references], predictor, {}, prompts_path,
-                                          existing=prompts)
+    edited = run_selector([r.image for r in prompts.references], as_backend(predictor), {}, prompts_path,
+                          existing=prompts, host=host)
     assert opened[0].state.object(1).box == pytest.approx((20, 20, 120, 90))
     first = edited.references[0].objects[0]
     assert first.box == pytest.approx((20, 20, 120, 90)) and first.points == [pytest.approx((60, 50))]
