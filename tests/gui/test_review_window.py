@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from agg_driver import Driver  # noqa: E402
+from agg_driver import Driver, ScriptedHost  # noqa: E402
 from helpers import ROOT, as_backend  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -46,7 +46,7 @@ def id_mask(out, stem: str, obj_id: int) -> np.ndarray:
 def test_keys_accept_exclude_and_move_worst_first(window, out):
     d = Driver(window)
     first, second, third = window.names[:3]
-    assert window.fig.canvas.manager is None or True
+    assert window.fig.canvas.manager.get_window_title() == window.title_text.get_text()  # the host's window names it
     assert window.title_text.get_text().startswith(f"Review — {first} (1/6) · reviewed 0/6")
     d.key("enter")
     assert state_of(out, first) == "accepted" and window.record.name == second
@@ -142,6 +142,22 @@ def test_zoom_keeps_guides_in_image_pixels(window):
     assert window.state.object(2).box == pytest.approx((140, 100, 170, 130), abs=0.6)
     d.key("0")
     assert window.ax.get_xlim()[1] - window.ax.get_xlim()[0] >= 319
+
+
+def test_the_review_command_runs_in_a_host_until_the_review_ends(out, test_checkpoint):
+    """`review_command` shows its window in the host it is given; Q ends the review, and the host closes it."""
+    from labeler.gui.review_window import review_command
+
+    def person(window):
+        d = Driver(window)
+        d.key("enter")
+        d.key("q")
+
+    host = ScriptedHost(person)
+    assert review_command(["--output", str(out), "--checkpoint", str(test_checkpoint)], {}, host=host) == 0
+    (window,) = host.windows
+    assert window.done and window.ended and host.closed == [window]
+    assert state_of(out, window.names[0]) == "accepted"
 
 
 def test_review_clear_from_the_command_line(out):
