@@ -49,16 +49,16 @@ def main() -> None:
     blitted = []
     canvas.blit = lambda bbox=None: blitted.append(bbox.width * bbox.height)  # Agg shows nothing: count
     send("button_press_event", xs[0], ys[0], 1)
-    sel._repaint()
+    sel.repaint.repaint()
     blitted.clear()
     # A GUI backend repaints after the handler returns (a timer); here it is called and timed apart.
-    sel._request_repaint = lambda: None
+    sel.repaint.request = lambda: None
     handler = repaint = 0.0
     for x, y in zip(xs[1:], ys[1:]):
         t0 = time.perf_counter()
         send("motion_notify_event", x, y)
         t1 = time.perf_counter()
-        sel._repaint()
+        sel.repaint.repaint()
         t2 = time.perf_counter()
         handler += t1 - t0
         repaint += t2 - t1
