@@ -14,6 +14,7 @@ from . import defaults
 from .errors import UsageError
 from .exports import formats_arg
 from .models.backend import model_names
+from .models.common import DEVICES
 from .models.sam2.build import CHECKPOINT_DIR, MODELS, download_checkpoint
 from .utils.signals import stop_on_signals
 
@@ -46,7 +47,7 @@ OPTIONS = {
     "CHECKPOINT": ("--checkpoint", dict(metavar="PATH", help=f"checkpoint (default: {CHECKPOINT_DIR}/sam2.1_hiera_"
                                         "MODEL.pt), or 'none': untrained weights, for tests")),
     "IMAGE_SIZE": ("--image-size", dict(type=int, metavar="N", help="model input size (default: the model's, 1024)")),
-    "DEVICE": ("--device", dict(choices=["auto", "cpu", "cuda", "mps"], help="auto: cuda, else mps, else cpu")),
+    "DEVICE": ("--device", dict(choices=list(DEVICES), help="auto: cuda, else mps, else cpu")),
     "MEMORY": ("--memory", dict(choices=["refs", "chain"], help="refs: each target attends to the references only "
                                 "(independent targets); chain: targets are a video after them (frame sequences)")),
     "THRESHOLD": ("--threshold", dict(type=float, help="an object is present above this object-score logit")),

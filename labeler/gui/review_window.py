@@ -189,6 +189,7 @@ def review_command(argv: list[str], config: dict, host=None) -> int:
     from .. import defaults
     from ..errors import UsageError
     from ..models.backend import model_names
+    from ..models.common import DEVICES
     from .hosts import DesktopHost
 
     p = argparse.ArgumentParser(prog="main.py review", description="Review a labeled output folder, worst first: "
@@ -200,7 +201,7 @@ def review_command(argv: list[str], config: dict, host=None) -> int:
     p.add_argument("--model", choices=model_names(), help=f"model (default: the folder's, else {defaults.MODEL})")
     p.add_argument("--checkpoint", metavar="PATH", help="checkpoint, or 'none' (default: the folder's)")
     p.add_argument("--image-size", type=int, metavar="N", help="model input size (default: the folder's)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="(default: the folder's)")
+    p.add_argument("--device", choices=list(DEVICES), help="(default: the folder's)")
     args = p.parse_args(argv)
     try:
         if args.clear is not None:

@@ -10,6 +10,9 @@ if TYPE_CHECKING:
     import torch
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")  # --device: auto picks cuda, then mps, then cpu
+
+
 class ModelError(UsageError):
     """A model that can't be built: missing, corrupt or mismatched checkpoint, unknown device."""
 

@@ -10,8 +10,12 @@ import os
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..common import ModelError, resolve_device  # noqa: F401  (resolve_device: where callers found it first)
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
