@@ -1,1 +1,2 @@
-"""review"""
+"""Reviewing a labeled output folder: accept, correct, exclude, teach (session.py: `Review`).
+"""

@@ -1,1 +1,2 @@
-"""utils"""
+"""What every layer uses: atomic files, content hashes, reading images, colours, signals, COCO RLE.
+"""
