@@ -22,11 +22,11 @@ from .. import defaults
 from ..errors import UsageError
 from ..exports import parse_formats
 from ..models.backend import MEMORY_MODES, ModelSettings
+from ..models.common import UNTRAINED
 from ..outputs.folder import fingerprint
 from ..utils.hashing import content_hash
 
 EXECUTORS = ("local", "ray")
-UNTRAINED = "none"
 
 
 @dataclass(frozen=True)

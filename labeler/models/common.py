@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")  # --device: auto picks cuda, then mps, then cpu
+UNTRAINED = "none"  # --checkpoint none: untrained weights, for tests
 
 
 class ModelError(UsageError):

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..common import ModelError, resolve_device  # noqa: F401  (resolve_device: where callers found it first)
+from ..common import UNTRAINED, ModelError, resolve_device  # noqa: F401  (resolve_device: where callers found it first)
 
 if TYPE_CHECKING:
     import torch
@@ -28,7 +28,6 @@ MODELS = {
 }
 DOWNLOAD_BASE = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 CHECKPOINT_DIR = Path("checkpoints")
-UNTRAINED = "none"
 
 
 def default_checkpoint(model: str) -> Path:
