@@ -13,6 +13,7 @@ from pathlib import Path
 from . import defaults
 from .errors import UsageError
 from .exports import formats_arg
+from .gui.hosts import WEB_DEFAULTS, WEB_OPTIONS
 from .models.backend import model_names
 from .models.common import DEVICES
 from .models.sam2.build import CHECKPOINT_DIR, MODELS, download_checkpoint
@@ -66,9 +67,11 @@ OPTIONS = {
     "EXECUTOR": ("--executor", dict(choices=["local", "ray"], help="ray: model replicas on a Ray cluster (refs)")),
     "WORKERS": ("--workers", dict(type=_positive_int, metavar="N", help="Ray replicas (default: 1 per GPU, else 1)")),
     "RAY_ADDRESS": ("--ray-address", dict(metavar="ADDR", help="join Ray: auto|ray://HOST:PORT (default: a new one)")),
+    **WEB_OPTIONS,
 }
 # Defaults of the options the library doesn't have; CLASS_NAMES from config.py seeds new guides only.
-CLI_DEFAULTS = {"PROMPTS": None, "REFERENCE_DIR": "refs", "TARGET_DIR": "targets", "OUTPUT_DIR": "output"}
+CLI_DEFAULTS = {"PROMPTS": None, "REFERENCE_DIR": "refs", "TARGET_DIR": "targets", "OUTPUT_DIR": "output",
+                **WEB_DEFAULTS}
 COMMANDS = ("commands:\n  download    fetch a SAM 2.1 checkpoint into checkpoints/ (download --help)\n"
             "  review      review and correct a labeled output folder, worst first (review --help)\n"
             "  cache       the feature cache's size and entries; cache --clear empties it")
@@ -143,8 +146,10 @@ def _run(a: dict, stop: threading.Event, config_classes: dict[int, str]):
             raise UsageError(f"no prompts file at {prompts_path} (the default, OUTPUT/prompts.json): guide the "
                              "references with `python main.py` first, or name a prompts file with --prompts")
         prompts = as_prompt_set(prompts_path)
+    host = None
     if not a["headless"]:
         from .gui import guide_references
+        from .gui.hosts import host_for
         from .utils.images import list_images
 
         refs = [r.image for r in prompts.references] if a["edit"] else (
@@ -152,10 +157,16 @@ def _run(a: dict, stop: threading.Event, config_classes: dict[int, str]):
         if not refs:
             raise UsageError(f"no images in the reference folder {a['REFERENCE_DIR']} (--refs)")
         classes = {**config_classes, **(a["CLASS_NAMES"] or {})}
-        guide = guide_references(refs, classes, prompts_path, existing=prompts)  # no display: says so now
+        host = host_for(a["WEB"], a["WEB_HOST"], a["WEB_PORT"])
+        guide = guide_references(refs, classes, prompts_path, existing=prompts, host=host)  # no display: says so now
         prompts = None
 
     library = {name.lower(): a[name] for name in OPTIONS if hasattr(defaults, name)}  # label_batch's own options
     library["cache"] = False if a["no_cache"] else library["cache"]
-    return label_batch(prompts, a["TARGET_DIR"], a["OUTPUT_DIR"], **library, classes=a["CLASS_NAMES"], force=a["force"],
-                       progress=not a["quiet"], stop=stop, guide=guide)
+    if host is None:
+        return label_batch(prompts, a["TARGET_DIR"], a["OUTPUT_DIR"], **library, classes=a["CLASS_NAMES"],
+                           force=a["force"], progress=not a["quiet"], stop=stop)
+    with host.reporting():  # the page shows the batch's progress, its summary or its error
+        return label_batch(prompts, a["TARGET_DIR"], a["OUTPUT_DIR"], **library, classes=a["CLASS_NAMES"],
+                           force=a["force"], progress=not a["quiet"], stop=stop, guide=guide,
+                           on_progress=host.progress)

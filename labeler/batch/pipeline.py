@@ -66,6 +66,7 @@ def label_batch(
     classes: dict[int, str] | None = None,
     force: bool = False,
     progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
     stop: threading.Event | None = None,
     cache: str | os.PathLike | bool | None = defaults.CACHE,
     cache_size_gb: float = defaults.CACHE_SIZE_GB,
@@ -90,6 +91,7 @@ def label_batch(
     images the YOLO export lists for validation (fixed seed); reviewed_only: exports hold only the
     targets a person reviewed (`python main.py review`). classes: class names
     that override the prompts' ({1: "scratch"}). force: relabel targets already labeled.
+    on_progress: called with (done, total) after each target (a web page's progress line).
     stop: set it to stop after the current target (`summary.interrupted`); the same call resumes.
     cache: the feature cache's folder (None: the user's cache folder, used on CPU and MPS, not on
     CUDA; False: no cache); cache_size_gb: its size cap (least recently used entries go first).
@@ -150,7 +152,7 @@ def label_batch(
         prompts.save(folder.prompts_json)
         log.info("%d reference(s), %d target(s), memory mode %s", len(prompts.references), len(target_list), memory)
         recorder = BatchRecorder(folder, target_list, prompts.classes, run.fingerprint(prompts), force, memory,
-                                 progress, stop, recorded, manifest)
+                                 progress, stop, recorded, manifest, on_progress)
         if ray_run:
             from .ray_executor import LabelerSpec
 

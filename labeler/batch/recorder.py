@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -90,19 +91,21 @@ class BatchRecorder:
     """The manifest's side of one batch (see the module docstring).
 
     settings: the run's settings, recorded in the manifest. manifest: the folder's, when the caller loaded
-    it. stop: set it to stop; executors hand out nothing more once `stop_requested`.
+    it. stop: set it to stop; executors hand out nothing more once `stop_requested`. on_progress: called
+    with (done, total) after each target.
     """
 
     def __init__(self, output_dir: str | Path | OutputFolder, targets: list[Path], classes: dict[int, str],
                  run_fingerprint: str, force: bool = False, memory: str = "refs", progress: bool = True,
-                 stop: threading.Event | None = None, settings: dict | None = None, manifest: Manifest | None = None):
+                 stop: threading.Event | None = None, settings: dict | None = None, manifest: Manifest | None = None,
+                 on_progress: Callable[[int, int], None] | None = None):
         self.start = time.perf_counter()
         self.folder = output_dir if isinstance(output_dir, OutputFolder) else OutputFolder(output_dir)
         self.manifest = manifest if manifest is not None else self.folder.manifest()
         if settings is not None:
             self.manifest.settings = settings
         self.targets, self.classes, self.fingerprint = targets, classes, run_fingerprint
-        self.progress, self.stop = progress, stop
+        self.progress, self.stop, self.on_progress = progress, stop, on_progress
         self.stems = output_stems(targets)
         self.todo, self.reviewed = targets_to_label(self.manifest, targets, self.stems, run_fingerprint, force, memory)
         self.interrupted = False
@@ -148,6 +151,8 @@ class BatchRecorder:
             log.error("skipped %s: %s", record.name, record.error)
         self._waiting[position] = record
         self._bar.update(1)
+        if self.on_progress is not None:
+            self.on_progress(self._bar.n, len(self.todo))
         self.commit()
 
     def commit(self, everything: bool = False) -> None:

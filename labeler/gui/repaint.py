@@ -157,8 +157,11 @@ class Repainter:
         boxes = [Bbox.from_extents(*box) for box in boxes]
         for box in boxes:
             paint(renderer, artists, box)
-        for box in boxes:
-            canvas.blit(box)
+        if canvas.supports_blit:
+            for box in boxes:
+                canvas.blit(box)
+        else:  # WebAgg: a blit sends one frame of every changed pixel, so one for all the boxes
+            canvas.blit()
 
     def _on_draw(self, event) -> None:
         # A full draw (first show, resize, or anyone's draw_idle) has painted everything.

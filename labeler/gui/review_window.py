@@ -22,6 +22,7 @@ from ..prompts.guide_state import GuideState
 from ..review.session import Review
 from ..utils.images import read_rgb
 from .canvas import GuideCanvas, SessionInfo
+from .hosts import OneWindow
 from .keys import GUIDE_KEYS, REVIEW_KEYS
 
 log = logging.getLogger("labeler")
@@ -190,7 +191,7 @@ def review_command(argv: list[str], config: dict, host=None) -> int:
     from ..errors import UsageError
     from ..models.backend import model_names
     from ..models.common import DEVICES
-    from .hosts import DesktopHost
+    from .hosts import WEB_DEFAULTS, WEB_OPTIONS, host_for
 
     p = argparse.ArgumentParser(prog="main.py review", description="Review a labeled output folder, worst first: "
                                 "accept, fix, exclude, teach. Settings come from the folder; options override them.")
@@ -202,15 +203,19 @@ def review_command(argv: list[str], config: dict, host=None) -> int:
     p.add_argument("--checkpoint", metavar="PATH", help="checkpoint, or 'none' (default: the folder's)")
     p.add_argument("--image-size", type=int, metavar="N", help="model input size (default: the folder's)")
     p.add_argument("--device", choices=list(DEVICES), help="(default: the folder's)")
+    for name, (flag, kwargs) in WEB_OPTIONS.items():
+        default = config.get(name, WEB_DEFAULTS[name])
+        p.add_argument(flag, dest=name.lower(), default=default, **{**kwargs, "help": f"{kwargs['help']} (default: {default})"})
     args = p.parse_args(argv)
     try:
         if args.clear is not None:
             with Review.open(args.output, args.targets) as review:
                 log.info("dropped %d review(s)", review.clear(args.clear or None))
             return 0
-        host = host or DesktopHost()
+        host = host or host_for(args.web, args.web_host, args.web_port)
         host.open()
-        return _review(args, host)
+        with host.reporting():  # a web page shows the review's log lines, the relabel's progress, any error
+            return _review(args, host)
     except UsageError as e:
         log.error("error: %s", e)
         return 2
@@ -233,7 +238,7 @@ def _review(args, host) -> int:
         backend = build_backend(ModelSettings(settings["model"], settings["checkpoint"], settings["image_size"],
                                               resolve_device(settings["device"]).type))
         encoder = ThreadPoolExecutor(1, "embed")
-        host.run(ReviewWindow(host.figure(), review, backend, encoder))
+        host.run(OneWindow(lambda figure: ReviewWindow(figure, review, backend, encoder)))
         encoder.shutdown(wait=False)
         log.info("reviewed %d of %d targets", review.counts()["reviewed"], review.counts()["targets"])
         prompts = review.finish()
@@ -247,5 +252,5 @@ def _review(args, host) -> int:
         return 0
     summary = label_batch(prompts, review.targets_dir, args.output, memory=s.get("memory", defaults.MEMORY),
                           threshold=s.get("threshold", defaults.THRESHOLD), formats=s.get("formats", defaults.FORMATS),
-                          backend=backend, **settings)
+                          backend=backend, on_progress=host.progress, **settings)
     return summary.exit_code

@@ -3,8 +3,8 @@
 A SmartSelector is a `GuideCanvas` over one reference with the SmartSelector's keys (`keys.SELECTOR_KEYS`):
 Enter accepts the reference's guides, Esc skips it, closing the window accepts it. The reference's image
 embedding is computed on a background thread while the window is already open; each guide change
-reruns only SAM 2's prompt encoder and mask decoder. `run_selector` opens the references one after
-another in a window host (`hosts.py`; the desktop by default) and saves the prompts after each.
+reruns only SAM 2's prompt encoder and mask decoder. A `GuideSequence` gives the references one after
+another to a window host (`hosts/`; `run_selector`: the desktop by default) and saves the prompts after each.
 
 Usage: `prompts = run_selector(reference_paths, backend, classes, Path("output/prompts.json"))`.
 """
@@ -79,6 +79,64 @@ class SmartSelector(GuideCanvas):
             self.on_done()
 
 
+class GuideSequence:
+    """The references in turn, each in a SmartSelector: a host's sequence (`hosts.Sequence`).
+
+    The prompts are saved after every accepted reference; `prompts()` holds those guided so far.
+    `existing` (from `--edit`) pre-fills each reference's guides and keeps references not reopened.
+    """
+
+    def __init__(self, references: list[Path], backend, classes: dict[int, str], prompts_path: Path,
+                 existing: PromptSet | None = None):
+        self.backend, self.prompts_path = backend, prompts_path
+        self.done = {r.image.resolve(): r for r in existing.references} if existing else {}
+        self.order = [p.resolve() for p in references]
+        self.classes = {**classes, **(existing.classes if existing else {})}
+        self.session = SessionInfo(classes=self.classes)
+        self.window: SmartSelector | None = None
+        self._next = 0
+        self._encoder = ThreadPoolExecutor(1, "embed")
+
+    def next_window(self, make_figure) -> SmartSelector | None:
+        """Record the reference shown (if any), then open the next one; None after the last."""
+        if self.window is not None:
+            self._record(self.window)
+            self.window = None
+        if self._next == len(self.order):
+            self._encoder.shutdown(wait=False)
+            return None
+        i, path = self._next, self.order[self._next]
+        self._next += 1
+        self.session.guided_on = _guided_counts(self.done, exclude=path)
+        rgb = read_rgb(path)
+        prior = self.done.get(path)
+        state = GuideState(rgb.shape[1], rgb.shape[0], prior.objects if prior else ())
+        state.taken = set(self.session.guided_on)
+        self.window = SmartSelector(
+            make_figure(), path, rgb, self._encoder.submit(self.backend.preview, rgb), state, self.session,
+            title=f"SmartSelector — {path.name} ({i + 1}/{len(self.order)})",
+        )
+        return self.window
+
+    def _record(self, selector: SmartSelector) -> None:
+        if not selector.done:  # the window went away without a close event
+            selector.accept()
+        if selector.result is None:
+            log.info("skipped %s", selector.image_path.name)
+            return
+        self.done[selector.image_path] = selector.result
+        prompts = PromptSet([self.done[p] for p in _ordered(self.done, self.order)], self.classes)
+        if any(r.objects for r in prompts.references):
+            save_prompts(prompts, self.prompts_path)
+            log.info("saved %s (%d object(s) on %s)", self.prompts_path, len(selector.result.objects),
+                     selector.image_path.name)
+
+    def prompts(self) -> PromptSet:
+        """The references with guides, in the order they were opened, then those kept from `existing`."""
+        return PromptSet([self.done[p] for p in _ordered(self.done, self.order) if self.done[p].objects],
+                         self.classes)
+
+
 def run_selector(
     references: list[Path],
     backend,
@@ -87,43 +145,15 @@ def run_selector(
     existing: PromptSet | None = None,
     host=None,
 ) -> PromptSet:
-    """Open each reference in a SmartSelector window; save the prompts after every accepted one.
-
-    `existing` (from `--edit`) pre-fills each reference's guides and keeps references not reopened.
-    host: where the windows are shown (default: a `DesktopHost`).
-    """
+    """Open each reference in a SmartSelector window (a `GuideSequence`) in `host` (default: a
+    `DesktopHost`); save the prompts after every accepted one; return them."""
     from .hosts import DesktopHost
 
     host = host or DesktopHost()
     host.open()
-    done = {r.image.resolve(): r for r in existing.references} if existing else {}
-    order = [p.resolve() for p in references]
-    classes = {**classes, **(existing.classes if existing else {})}
-    session = SessionInfo(classes=classes)
-    encoder = ThreadPoolExecutor(1, "embed")
-    for i, path in enumerate(order):
-        session.guided_on = _guided_counts(done, exclude=path)
-        rgb = read_rgb(path)
-        prior = done.get(path)
-        state = GuideState(rgb.shape[1], rgb.shape[0], prior.objects if prior else ())
-        state.taken = set(session.guided_on)
-        selector = SmartSelector(
-            host.figure(), path, rgb, encoder.submit(backend.preview, rgb), state, session,
-            title=f"SmartSelector — {path.name} ({i + 1}/{len(order)})",
-        )
-        host.run(selector)
-        if not selector.done:  # the window went away without a close event
-            selector.accept()
-        if selector.result is None:
-            log.info("skipped %s", path.name)
-            continue
-        done[path] = selector.result
-        prompts = PromptSet([done[p] for p in _ordered(done, order)], classes)
-        if any(r.objects for r in prompts.references):
-            save_prompts(prompts, prompts_path)
-            log.info("saved %s (%d object(s) on %s)", prompts_path, len(selector.result.objects), path.name)
-    encoder.shutdown(wait=False)
-    return PromptSet([done[p] for p in _ordered(done, order) if done[p].objects], classes)
+    sequence = GuideSequence(references, backend, classes, prompts_path, existing)
+    host.run(sequence)
+    return sequence.prompts()
 
 
 def _ordered(done: dict[Path, ReferenceGuides], order: list[Path]) -> list[Path]:

@@ -44,7 +44,7 @@ class Driver:
 
 
 class ScriptedHost:
-    """A window host on Agg: `run(window)` calls `script(window)` (which drives it) in place of an event loop.
+    """A window host on Agg: `run(sequence)` calls `script(window)` (which drives it) for each window in place of an event loop.
 
     `windows` lists the windows run, in order; `closed` those whose figure the host closed when they were done.
     """
@@ -57,18 +57,25 @@ class ScriptedHost:
     def open(self) -> None:
         pass
 
-    def figure(self):
+    def run(self, sequence) -> None:
         import matplotlib.pyplot as plt
 
-        return plt.figure(figsize=(13, 7.5))
+        def new_figure():
+            return plt.figure(figsize=(13, 7.5))
 
-    def run(self, window) -> None:
-        import matplotlib.pyplot as plt
+        while (window := sequence.next_window(new_figure)) is not None:
+            def close(window=window):
+                self.closed.append(window)
+                plt.close(window.fig)
 
-        def close():
-            self.closed.append(window)
-            plt.close(window.fig)
+            window.on_done = close
+            self.windows.append(window)
+            self.script(window)
 
-        window.on_done = close
-        self.windows.append(window)
-        self.script(window)
+    def progress(self, done: int, total: int) -> None:
+        pass
+
+    def reporting(self):
+        import contextlib
+
+        return contextlib.nullcontext()
