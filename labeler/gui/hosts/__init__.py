@@ -77,8 +77,14 @@ class Host(Protocol):
 def host_for(web: bool = False, address: str = WEB_DEFAULTS["WEB_HOST"], port: int = WEB_DEFAULTS["WEB_PORT"]):
     """The host the command line asks for: a browser page (`--web`), else the desktop."""
     if web:
-        from .web import WebHost
+        try:
+            from .web import WebHost
+        except ModuleNotFoundError as e:
+            if e.name != "tornado":
+                raise
+            from ...errors import UsageError
 
+            raise UsageError('--web needs Tornado, in the web extra: pip install -e ".[web]"') from None
         return WebHost(address, port)
     return DesktopHost()
 

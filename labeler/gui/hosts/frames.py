@@ -1,14 +1,15 @@
 """Frames for a browser: matplotlib's WebAgg core sends a PNG per refresh, the whole canvas ("full") or only
 the pixels changed since the frame before ("diff", the rest transparent). A browser drops a diff frame
 that arrives while the one before is still decoding (matplotlib issue #19116): the pixels it carried
-stay stale, e.g. a ghost label left behind. `FrameHealer` sends, once the view has been idle for a
-moment, one more diff frame holding every pixel changed since the last such frame: after it the
-browser's canvas equals the server's buffer, for a fraction of a full frame's bytes.
+stay stale, e.g. a ghost label left behind. The labeler's own page (web_page.html) draws every frame in
+turn, so the browser host needs nothing more; ipympl's front end, which the labeler doesn't serve, can
+drop them, so the notebook host has a `FrameHealer`: once the view has been idle for a moment, it sends one
+more diff frame holding every pixel changed since the last such frame. After it the browser's canvas
+equals the server's buffer, for the bytes of what changed rather than of a full frame.
 
 This is the one place that reads the WebAgg canvas's private frame state (`_last_buff`: the pixels of
 the last frame sent; `_png_is_old`: whether the buffer is newer than that frame; `_current_image_mode`),
-which ipympl's canvas declares too; the browser tests (tests/gui/test_web.py) compare the browser's
-canvas with the server's buffer pixel for pixel.
+which ipympl's canvas declares too; tests/gui/test_web.py checks the healing on matplotlib's own canvas.
 """
 
 from __future__ import annotations

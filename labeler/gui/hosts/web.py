@@ -18,6 +18,7 @@ in `run`, and then labels while the page shows the progress (`reporting`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hmac
 import json
@@ -35,7 +36,6 @@ from tornado.netutil import bind_sockets
 from ...errors import UsageError
 from . import show_in_turn
 from .desktop import FIGURE_SIZE, disable_default_keys
-from .frames import FrameHealer
 
 log = logging.getLogger("labeler")
 PAGE = Path(__file__).with_name("web_page.html")
@@ -53,7 +53,7 @@ class WebHost:
         self.address, self.port = address, port
         self.announce = announce or (lambda line: print(line, flush=True))  # stdout, not the log: it holds the token
         self.url: str | None = None
-        self.figure = self.manager = self.healer = None
+        self.figure = self.manager = None
         self.sockets: list[PageSocket] = []  # connected tabs: the newest only, once it has opened
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -97,14 +97,14 @@ class WebHost:
             ended.append(error)
             over.set()
 
-        self._call(self._start, sequence, on_end)
+        self.call_soon(self._start, sequence, on_end)
         while not over.wait(0.25):  # with a timeout, so Ctrl-C reaches this thread
             pass
         if ended[0] is not None:
             raise ended[0]
 
     def progress(self, done: int, total: int) -> None:
-        self._call(self._set_status, f"labeling: {done}/{total} targets")
+        self.call_soon(self._set_status, f"labeling: {done}/{total} targets")
 
     @contextlib.contextmanager
     def reporting(self):
@@ -114,10 +114,10 @@ class WebHost:
         try:
             yield
         except UsageError as e:
-            self._call(self._set_status, f"error: {e}")
+            self.call_soon(self._set_status, f"error: {e}")
             raise
         except BaseException:
-            self._call(self._set_status, "stopped")
+            self.call_soon(self._set_status, "stopped")
             raise
         finally:
             log.removeHandler(handler)
@@ -127,7 +127,7 @@ class WebHost:
         """Tell the page the labeler has ended, then stop serving."""
         if self._thread is None or self._loop is None:
             return
-        self._call(self._end)
+        self.call_soon(self._end)
         self._thread.join(timeout=10)
         self._thread = None
 
@@ -141,7 +141,6 @@ class WebHost:
         self.manager = FigureCanvasWebAggCore.new_manager(self.figure, 1)
         self.manager.set_window_title("sam2-labeler")
         self.figure.canvas.set_capture_scroll(True)  # the wheel sizes the brush and zooms; the page mustn't scroll
-        self.healer = FrameHealer(self.manager)
         server = HTTPServer(self._application())
         server.add_sockets(listeners)
         ready.set()
@@ -156,10 +155,21 @@ class WebHost:
         self._set_status("")
         show_in_turn(sequence, lambda: self.figure, self._loop.call_soon, on_end)
 
-    def _call(self, fn, *args) -> None:
-        """Run `fn(*args)` on the server's thread."""
+    def call_soon(self, fn, *args) -> concurrent.futures.Future:
+        """Run `fn(*args)` on the server's thread, where the figure lives; a Future of its result."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def call():
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:  # noqa: BLE001 (the caller's to handle)
+                future.set_exception(e)
+
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(fn, *args)
+            self._loop.call_soon_threadsafe(call)
+        else:
+            future.set_exception(RuntimeError("the web host is not serving"))
+        return future
 
     def _end(self) -> None:
         self._set_status(f"{self._status + ' · ' if self._status else ''}the labeler has ended; close this page")
@@ -215,7 +225,8 @@ class WebHost:
             self._pending_motion = message
             return
         self._flush_motion()
-        self.manager.handle_json(message)
+        if message.get("type") != "dblclick":  # a browser sends it after the second click's own press and release
+            self.manager.handle_json(message)
 
     def _flush_motion(self) -> None:
         message, self._pending_motion = self._pending_motion, None
@@ -305,7 +316,7 @@ class _PageLog(logging.Handler):
         self.host = host
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.host._call(self.host._set_status, record.getMessage())
+        self.host.call_soon(self.host._set_status, record.getMessage())
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
