@@ -107,6 +107,9 @@ class Page:
     def status(self) -> str:
         return self.page.inner_text("#status")
 
+    def log(self) -> str:
+        return self.page.inner_text("#log")
+
     def bytes_since(self, start: int) -> int:
         return sum(n for _, n in self.received[start:])
 

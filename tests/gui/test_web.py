@@ -9,6 +9,7 @@ The browser harness is `browser.py`; without Playwright or Chromium these tests 
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import io
 import json
@@ -202,11 +203,10 @@ def test_the_browser_canvas_equals_the_server_buffer_after_quick_actions(context
 def test_frames_that_arrive_together_are_all_drawn(context):
     """Over a link that delivers frames in bunches, mpl.js alone loses all but the last of a bunch (matplotlib
     #19116: its image is replaced before it has loaded) and stale pixels stay; the page draws every frame."""
-    with serving() as (host, windows), BurstyLink(host.port) as port:
+    with serving() as (host, _), BurstyLink(host.port) as port:
         page = Page(context, host.url.replace(f":{host.port}/", f":{port}/"))
         page.wait_for_title("SmartSelector")
         page.settle()
-        window = windows[0]
         for key in ("h", "2", "h", "+", "3", "-", "4", "h", "5"):  # large frames, each followed by a small one
             page.key(key)
             page.wait(120)
@@ -418,3 +418,181 @@ def test_a_second_tab_takes_over_and_a_reload_keeps_the_state(context):
         assert np.array_equal(first.pixels(), server_pixels(host))
         assert on_server(host, lambda: window.state.object(1).box) is not None
         assert len(host.sockets) == 1
+
+
+# ----- the command line, as a user runs it ----------------------------------------------------------
+class Program:
+    """`python main.py ARGS` with `--web --web-port 0`; reads the URL from the line it prints."""
+
+    def __init__(self, args: list, tmp_path: Path):
+        self.log = tmp_path / "main.log"
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "main.py"), *map(str, args), "--web", "--web-port", "0"], cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=open(self.log, "wb"), text=True, env={**os.environ, "DISPLAY": ""})
+        self.stdout: list[str] = []
+        self.url = None
+        found = threading.Event()
+
+        def read():
+            for line in self.process.stdout:
+                self.stdout.append(line)
+                if match := re.search(r"open (http://\S+) in a browser", line):
+                    self.url = match.group(1)
+                    found.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + 60
+        while not found.wait(0.2):
+            assert self.process.poll() is None and time.monotonic() < deadline, self.output()
+
+    def output(self) -> str:
+        return "".join(self.stdout) + self.log.read_text(errors="replace")
+
+    def wait(self, timeout: float = 120) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"main.py did not end:\n{self.output()}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def agg_window(image: Path):
+    """The SmartSelector over `image` on Agg, in the web page's figure size, for replaying a page's events."""
+    from matplotlib.figure import Figure
+
+    from labeler.gui.hosts import FIGURE_SIZE
+
+    figure = Figure(figsize=FIGURE_SIZE)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    window = SmartSelector(figure, image, read_rgb(image), None)
+    figure.canvas.draw()
+    return window
+
+
+def guide_in_page(page: Page, window) -> None:
+    """A box, a positive and a negative point for ID 1; ID 2 painted and erased with the brush, its size by the
+    wheel and `]`; a zoom at the cursor, a pan, a point in the zoomed view, the whole image again; Enter."""
+    at = functools.partial(image_point, window)
+    page.drag([at(105, 67), at(150, 110), at(203, 165)])
+    page.click(*at(154, 116))
+    page.click(*at(40, 200), button="right")
+    page.key("2")
+    page.key("b")
+    page.move(*at(220, 100))
+    page.wheel(up=True)
+    page.key("]")
+    page.drag([at(220 + 10 * i, 100 + 4 * i) for i in range(6)])
+    page.drag([at(240, 100), at(245, 108), at(250, 116)], button="right")
+    page.key("b")
+    page.move(*at(60, 60), wait=False)
+    page.key("+")
+    page.key("Shift+ArrowRight", "shift+right")
+    page.key("3")
+    page.click(*at(110, 70))  # in the zoomed view: the replay must map it the same way
+    page.key("0")
+    page.key("Enter", "enter")
+
+
+def test_guiding_two_references_in_the_page_then_the_batch(context, tmp_path):
+    """`python main.py --web` on a machine without a display: two references guided in the page, then the batch
+    runs and the page says so; prompts.json equals what the same events give on Agg; the exit code is the
+    batch's; the token is nowhere but the printed line."""
+    from labeler.prompts.prompt_set import load_prompts
+    from labeler.types.guides import ReferenceGuides
+
+    out = tmp_path / "out"
+    program = Program(["--refs", REFS, "--targets", ROOT / "assets" / "demo" / "targets", "--output", out,
+                       "--checkpoint", "none", "--image-size", "64", "--quiet", "--formats", "coco"], tmp_path)
+    try:
+        page = Page(context, program.url)
+        references = sorted(REFS.iterdir())
+        replays = []
+        for i, image in enumerate(references, 1):
+            page.wait_for_title(f"({i}/{len(references)})", timeout=120)
+            page.settle(quiet_ms=300)
+            start = len(page.events)
+            window = agg_window(image)
+            guide_in_page(page, window)
+            agg_events(window.fig.canvas, page.events[start:])
+            assert window.done and window.result is not None
+            replays.append(window.result)
+        code = program.wait()
+        page.wait(500)
+        status, lines = page.status(), page.log()
+    finally:
+        program.kill()
+    assert code == 0, program.output()
+    assert "the labeler has ended" in status, status
+    assert "6 targets: 6 labeled" in lines and "saved" in lines and "results in" in lines, lines
+    prompts = load_prompts(out / "prompts.json")
+    assert prompts.references == [ReferenceGuides(r.image.resolve(), r.width, r.height, r.objects) for r in replays]
+    assert [o.id for o in prompts.references[0].objects] == [1, 2, 3]
+    assert prompts.references[0].object(2).paint is not None and prompts.references[0].object(2).erase is not None
+    assert (out / "coco.json").is_file() and len(list((out / "masks").iterdir())) > 0
+    token = program.url.split("token=")[1]
+    assert sum(token in line for line in program.stdout) == 1
+    assert token not in program.log.read_text(errors="replace")
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+
+
+def test_without_tornado_one_message_names_the_extra(tmp_path):
+    code = ("import sys; sys.modules['tornado'] = None; from labeler.cli import main; "
+            f"sys.exit(main(['--web', '--refs', {str(REFS)!r}, '--output', {str(tmp_path)!r}], config_path=__import__('pathlib').Path('/nonexistent')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert '--web needs Tornado, in the web extra: pip install -e ".[web]"' in result.stderr
+
+
+def test_the_headless_path_imports_no_web_or_notebook_module():
+    code = ("import sys, labeler, labeler.cli, labeler.gui, labeler.gui.hosts, labeler.batch.pipeline; "
+            "print(sorted(m for m in ('tornado', 'ipympl', 'ipywidgets', 'matplotlib.backends.backend_webagg_core') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_reviewing_in_the_page(context, out, test_checkpoint, tmp_path):
+    """`python main.py review --web`: accept, exclude, a fix with the brush taught as a reference, the end;
+    the folder's states as in the desktop tests, and the teaching relabels the unreviewed targets."""
+    from labeler.review.session import Review
+
+    with Review.open(out) as review:
+        names = [r.name for r in review.order()]
+    program = Program(["review", "--output", out, "--checkpoint", test_checkpoint], tmp_path)
+    try:
+        page = Page(context, program.url)
+        page.wait_for_title(f"(1/{len(names)})", timeout=120)
+        page.key("Enter", "enter")  # accept the first
+        page.wait_for_title(f"(2/{len(names)})")
+        page.key("x")  # exclude the second
+        page.wait_for_title(f"(3/{len(names)})")
+        page.settle(quiet_ms=300)
+        page.key("t")  # the third: also a reference, once fixed
+        page.key("f")
+        page.key("b")
+        page.settle(quiet_ms=300)
+        page.drag([(200 + 12 * i, 400 + 5 * i) for i in range(8)])  # figure pixels over the image
+        page.key("Enter", "enter")  # save the fix
+        page.wait_for_title(f"(4/{len(names)})")
+        page.key("q")
+        code = program.wait(timeout=180)
+        page.wait(500)
+        lines = page.log()
+    finally:
+        program.kill()
+    assert code == 0, program.output()
+    with Review.open(out) as review:
+        states = [review.record(n).review_state if review.record(n).review else None for n in names]
+        taught = review.record(names[2]).review.get("teach")
+    assert states[:3] == ["accepted", "excluded", "corrected"] and states[3:] == [None] * (len(names) - 3)
+    assert taught
+    assert "reviewed 3 of" in lines and "targets:" in lines, lines  # the relabel's summary

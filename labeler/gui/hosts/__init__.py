@@ -80,7 +80,7 @@ def host_for(web: bool = False, address: str = WEB_DEFAULTS["WEB_HOST"], port: i
         try:
             from .web import WebHost
         except ModuleNotFoundError as e:
-            if e.name != "tornado":
+            if (e.name or "").split(".")[0] != "tornado":
                 raise
             from ...errors import UsageError
 
@@ -119,5 +119,6 @@ def show_in_turn(sequence: Sequence, make_figure: Callable[[], object], schedule
             on_end(None)
         else:
             window.on_done = lambda: schedule(advance)
+            window.fig.canvas.draw_idle()  # the figure may already be on screen, showing the window before
 
     advance()

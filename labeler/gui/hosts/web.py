@@ -60,6 +60,7 @@ class WebHost:
         self._thread: threading.Thread | None = None
         self._token = ""
         self._status = "starting"
+        self._lines: list[str] = []  # the log lines the page shows, for a tab that connects later
         self._pending_motion: dict | None = None
 
     # ----- the Host protocol (called from the command's thread) -----------------------------------
@@ -172,13 +173,20 @@ class WebHost:
         return future
 
     def _end(self) -> None:
-        self._set_status(f"{self._status + ' · ' if self._status else ''}the labeler has ended; close this page")
+        self._set_status("the labeler has ended; close this page")
         self._stopping.set()
 
     def _set_status(self, text: str) -> None:
+        """The line above the figure: what the labeler does now (the batch's progress, an error, the end)."""
         self._status = text
         for s in self.sockets:
             s.send_json({"type": "labeler_status", "text": text})
+
+    def _add_line(self, text: str) -> None:
+        """A log line, under the figure."""
+        self._lines.append(text)
+        for s in self.sockets:
+            s.send_json({"type": "labeler_log", "lines": [text]})
 
     def _application(self) -> tornado.web.Application:
         from matplotlib.backends.backend_webagg_core import FigureManagerWebAgg
@@ -210,6 +218,7 @@ class WebHost:
         self.sockets.append(page)
         self.manager.add_web_socket(page)
         page.send_json({"type": "labeler_status", "text": self._status})
+        page.send_json({"type": "labeler_log", "lines": self._lines})
 
     def detach(self, page: PageSocket) -> None:
         if page in self.sockets:
@@ -309,14 +318,14 @@ class PageSocket(tornado.websocket.WebSocketHandler):
 
 
 class _PageLog(logging.Handler):
-    """The labeler's log lines (info and up) as the page's status line."""
+    """The labeler's log lines (info and up), under the page's figure."""
 
     def __init__(self, host: WebHost):
         super().__init__(logging.INFO)
         self.host = host
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.host.call_soon(self.host._set_status, record.getMessage())
+        self.host.call_soon(self.host._add_line, record.getMessage())
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
