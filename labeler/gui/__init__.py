@@ -1,6 +1,7 @@
 """The windows: the SmartSelector over the references (`selector.py`) and the review window (`review_window.py`),
 both built on `canvas.GuideCanvas` (its parts: `view.py`, `repaint.py`, `preview_cache.py`, keys in `keys.py`),
-shown by a window host (`hosts.py`). Importing this package imports no GUI toolkit.
+shown by a window host (`hosts/`: the desktop, a browser page, a notebook cell). Importing this package
+imports no GUI toolkit.
 
 The command line's entry: `guide = guide_references(refs, classes, prompts_path)`, then `label_batch(...,
 guide=guide)` builds the model and calls `guide(backend)`, which opens the windows and returns the prompts.

@@ -22,8 +22,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
-from typing import Callable, ContextManager, Protocol
 
+from .base import Host, OneWindow, Sequence, Window, show_in_turn
 from .desktop import FIGURE_SIZE, DesktopHost, use_window_backend
 
 __all__ = ["FIGURE_SIZE", "WEB_DEFAULTS", "WEB_OPTIONS", "DesktopHost", "Host", "OneWindow", "Sequence", "Window",
@@ -40,40 +40,6 @@ WEB_OPTIONS = {
 WEB_DEFAULTS = {"WEB": False, "WEB_HOST": "127.0.0.1", "WEB_PORT": 8988}
 
 
-class Window(Protocol):
-    fig: object  # a matplotlib Figure
-    done: bool
-    on_done: Callable[[], None] | None
-
-
-class Sequence(Protocol):
-    """Windows shown one after another."""
-
-    def next_window(self, make_figure: Callable[[], object]) -> Window | None:
-        """The next window, drawn on a figure from `make_figure()`, once the one before is done (or gone);
-        None when the sequence is over."""
-
-
-class Host(Protocol):
-    """Where windows are shown (see the module docstring)."""
-
-    def open(self) -> None:
-        """Make windows possible (pick the backend, start the server) or raise UsageError saying why not;
-        may be called again."""
-
-    def run(self, sequence: Sequence) -> None:
-        """Show the sequence's windows, each until it is done, until the sequence is over.
-
-        It sets each window's `on_done` to move on to the next."""
-
-    def progress(self, done: int, total: int) -> None:
-        """The batch after the windows: `done` of `total` targets labeled."""
-
-    def reporting(self) -> ContextManager:
-        """Around the work after the windows: where the host shows its log lines and its error (the web
-        page; the desktop leaves them to the terminal). The host is closed when it ends."""
-
-
 def host_for(web: bool = False, address: str = WEB_DEFAULTS["WEB_HOST"], port: int = WEB_DEFAULTS["WEB_PORT"]):
     """The host the command line asks for: a browser page (`--web`), else the desktop."""
     if web:
@@ -87,38 +53,3 @@ def host_for(web: bool = False, address: str = WEB_DEFAULTS["WEB_HOST"], port: i
             raise UsageError('--web needs Tornado, in the web extra: pip install -e ".[web]"') from None
         return WebHost(address, port)
     return DesktopHost()
-
-
-class OneWindow:
-    """A sequence of one window, made by `build(figure)` (the review window)."""
-
-    def __init__(self, build: Callable[[object], Window]):
-        self.build = build
-        self.window: Window | None = None
-
-    def next_window(self, make_figure: Callable[[], object]) -> Window | None:
-        if self.window is not None:
-            return None
-        self.window = self.build(make_figure())
-        return self.window
-
-
-def show_in_turn(sequence: Sequence, make_figure: Callable[[], object], schedule: Callable[[Callable], None],
-                 on_end: Callable[[BaseException | None], None]) -> None:
-    """Show the sequence's windows without blocking: a window's `on_done` schedules the next one (`schedule`
-    runs a function soon, on the thread that handles the figure's events, after the handler that ended
-    the window returns). `on_end(error)` once the sequence is over (error None) or failed."""
-
-    def advance() -> None:
-        try:
-            window = sequence.next_window(make_figure)
-        except BaseException as error:  # noqa: BLE001 (handed to the waiting side)
-            on_end(error)
-            return
-        if window is None:
-            on_end(None)
-        else:
-            window.on_done = lambda: schedule(advance)
-            window.fig.canvas.draw_idle()  # the figure may already be on screen, showing the window before
-
-    advance()

@@ -34,7 +34,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from ...errors import UsageError
-from . import show_in_turn
+from .base import show_in_turn
 from .desktop import FIGURE_SIZE, disable_default_keys
 
 log = logging.getLogger("labeler")
