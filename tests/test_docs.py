@@ -140,7 +140,7 @@ def test_the_front_pages_test_command_is_what_ci_runs():
     commands = [line.strip() for lang, code in FENCE.findall(section) if lang == "bash" for line in code.splitlines()]
     assert "bash .ci/run" in commands
     install, test = ci_lines()
-    assert '".[test,ray]"' in install and "pytest" in test and "CI=1" in test
+    assert '".[test,ray,notebook]"' in install and "pytest" in test and "CI=1" in test
     assert install in commands and test in commands, f"README's test command {commands} is not .ci/run's {ci_lines()}"
     # Nothing else in the README installs a different set of extras for the tests.
     assert not re.search(r'pip install[^\n]*"\.\[test\]"', readme)
