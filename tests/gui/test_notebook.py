@@ -108,8 +108,9 @@ def play_on_agg(references: list[Path], prompts_path: Path) -> tuple[PromptSet, 
 class FrontEnd:
     """One ipympl canvas's front end: the messages its model sends, and its answers to the kernel's."""
 
-    def __init__(self, kc, comm_id: str):
+    def __init__(self, kc, comm_id: str, ratio: float = 1):
         self.kc, self.comm_id = kc, comm_id
+        self.ratio = ratio  # window.devicePixelRatio (2 on a HiDPI screen)
         self.waiting_for_image = False
         self.frames = 0  # PNG frames received
         self.redraws = 0  # of them, those that answered the kernel's request to draw (whole redraws)
@@ -123,7 +124,10 @@ class FrontEnd:
             "comm_msg", {"comm_id": self.comm_id, "data": {"method": "custom", "content": content}}))
 
     def connect(self) -> None:
-        # send_initialization_message, at a device pixel ratio of 1 (no set_dpi_ratio then).
+        # send_initialization_message (the ratio messages only where it is not 1)
+        if self.ratio != 1:
+            self.send("set_dpi_ratio", dpi_ratio=self.ratio)
+            self.send("set_device_pixel_ratio", device_pixel_ratio=self.ratio)
         self.send("refresh")
         self.send("send_image_mode")
         self.send("initialized")
@@ -146,14 +150,14 @@ class FrontEnd:
             self.send("refresh")
 
     def mouse(self, name: str, xy, button: int = 1, held: int = 0) -> None:
-        """mouse_event: x, y in CSS pixels from the canvas's top left (times the device pixel ratio, 1)."""
+        """mouse_event: x, y in CSS pixels from the canvas's top left, times the device pixel ratio."""
         js_type = {"button_press": "mousedown", "button_release": "mouseup", "motion_notify": "mousemove"}[name]
         x, y = xy
         gui = {"isTrusted": True, "type": js_type, "button": JS_BUTTON[button], "buttons": held, "clientX": x + 8,
                "clientY": y + 120, "offsetX": x, "offsetY": y, "ctrlKey": False, "shiftKey": False, "altKey": False,
                "metaKey": False, "detail": 1 if js_type != "mousemove" else 0}
         # A mouse move's `button` is 0 whatever is held; `step` is undefined outside a wheel: JSON leaves it out.
-        self.send(name, x=x, y=y, button=JS_BUTTON[button] if name != "motion_notify" else 0, buttons=held,
+        self.send(name, x=x * self.ratio, y=y * self.ratio, button=JS_BUTTON[button] if name != "motion_notify" else 0, buttons=held,
                   modifiers=[], guiEvent=gui)
 
     def key(self, key: str) -> None:
@@ -286,7 +290,7 @@ def notebook_run(tmp_path_factory):
             got["done_before"] = (await k.run("print(session.done(), session.future.done())")).split()
             got["early_result"] = await k.run(
                 "try:\n    session.result()\nexcept labeler.UsageError as e:\n    print('UsageError:', e)")
-            k.front = FrontEnd(k.kc, widget_id(guide))
+            k.front = FrontEnd(k.kc, widget_id(guide), ratio=2)  # a HiDPI screen: the figure renders at 2x
             k.front.connect()
             redraws = 0
             for ref in refs:
@@ -300,7 +304,7 @@ def notebook_run(tmp_path_factory):
                 "import json, matplotlib\nfrom labeler.prompts.prompt_set import prompts_to_dict\n"
                 "c = session.host.canvas\nprint(json.dumps({'keymap.pan': matplotlib.rcParams['keymap.pan'], "
                 "'toolbar mode': str(c.toolbar.mode), 'capture_scroll': c.capture_scroll, "
-                "'backend': matplotlib.get_backend()}))"))
+                "'backend': matplotlib.get_backend(), 'device_pixel_ratio': c.device_pixel_ratio}))"))
             result = await k.cell("result")
             got["printed"] = "".join(o.get("text", "") for o in result.outputs)
             got["arrived"] = json.loads(await k.run(f"print(json.dumps(prompts_to_dict(prompts, {str(out)!r})))"))
@@ -366,6 +370,7 @@ def test_the_widget_leaves_the_kernels_matplotlib_as_it_was(notebook_run):
     assert "ipympl" not in kernel["backend"]
     assert kernel["keymap.pan"] == ["p"] and kernel["toolbar mode"] == ""
     assert kernel["capture_scroll"] is True
+    assert kernel["device_pixel_ratio"] == 2  # the guide's widget played a HiDPI screen: events came at 2x
 
 
 def test_the_batch_cell_writes_the_outputs(notebook_run):
