@@ -7,6 +7,9 @@ Usage:
     result = lab.label("targets/t1.jpg")
     summary = labeler.label_batch(prompts, targets="targets/", output="output/", checkpoint="none")
 
+In a notebook cell (ipympl): `session = labeler.guide_in_notebook("refs/")` shows the SmartSelector and
+returns at once; a later cell reads `session.result()` (`review_in_notebook` likewise; docs/notebook.md).
+
 Public names load on first use, so `import labeler` imports nothing heavy (no torch) and changes
 nothing process-wide.
 """
@@ -26,7 +29,9 @@ _WHERE = {
     "PromptSet": "prompts.prompt_set",
     "ReferenceGuides": "types.guides",
     "UsageError": "errors",
+    "guide_in_notebook": "gui.hosts.notebook",
     "label_batch": "batch.pipeline",
+    "review_in_notebook": "gui.hosts.notebook",
 }
 __all__ = sorted(_WHERE)
 
