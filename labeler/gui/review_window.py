@@ -229,9 +229,7 @@ def _review(args, host) -> int:
 
     with Review.open(args.output, args.targets) as review:
         s = review.settings
-        settings = {name: getattr(args, name) or s.get(name, default) for name, default in
-                    (("model", defaults.MODEL), ("checkpoint", defaults.CHECKPOINT), ("image_size", defaults.IMAGE_SIZE),
-                     ("device", defaults.DEVICE))}
+        settings = review.model_settings(args.model, args.checkpoint, args.image_size, args.device)
         if not review.records():
             log.info("nothing to review in %s", args.output)
             return 0

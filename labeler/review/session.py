@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import defaults
 from ..errors import UsageError
 from ..outputs.folder import OutputFolder, TargetRecord
 from ..outputs.writers import TargetWriter, save_records
@@ -112,6 +113,14 @@ class Review:
             mask = mask if mask is not None else np.zeros(size, dtype=bool)
             out.append(Detection(o.id, o.logit, mask, o.present, class_name(self.prompts.classes, o.id)))
         return out
+
+    def model_settings(self, model=None, checkpoint=None, image_size=None, device=None) -> dict:
+        """The model to review with (`ModelSettings`' fields but the device as named): those given, else the
+        folder's (its manifest's settings), else the defaults."""
+        given = {"model": model, "checkpoint": checkpoint, "image_size": image_size, "device": device}
+        return {name: given[name] or self.settings.get(name, default) for name, default in
+                (("model", defaults.MODEL), ("checkpoint", defaults.CHECKPOINT), ("image_size", defaults.IMAGE_SIZE),
+                 ("device", defaults.DEVICE))}
 
     def counts(self) -> dict[str, int]:
         """reviewed, corrected, excluded, taught, targets."""

@@ -73,3 +73,12 @@ def show_in_turn(sequence: Sequence, make_figure: Callable[[], object], schedule
             window.fig.canvas.draw_idle()  # the figure may already be on screen, showing the window before
 
     advance()
+
+
+def without_default_keys(manager) -> None:
+    """matplotlib's default shortcuts (s: save, f: full screen, l: log scale, …) off on this figure only: the
+    windows' own keys are the same letters. (The desktop clears them process-wide: its figures are pyplot's.)"""
+    for name in ("key_press_handler_id", "button_press_handler_id"):
+        if getattr(manager, name, None) is not None:
+            manager.canvas.mpl_disconnect(getattr(manager, name))
+            setattr(manager, name, None)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ... import defaults
 from ...errors import UsageError
-from . import OneWindow, show_in_turn
+from .base import OneWindow, show_in_turn, without_default_keys
 from .desktop import FIGURE_SIZE
 
 __all__ = ["NOTEBOOK_DPI", "NotebookHost", "NotebookSession", "guide_in_notebook", "review_in_notebook"]
@@ -67,10 +67,7 @@ class NotebookHost:
         self.figure = Figure(figsize=FIGURE_SIZE, dpi=NOTEBOOK_DPI)
         self.canvas = Canvas(self.figure)
         self.manager = FigureManager(self.canvas, next(_numbers))
-        for name in ("key_press_handler_id", "button_press_handler_id"):  # matplotlib's shortcuts, here only
-            if getattr(self.manager, name, None) is not None:
-                self.canvas.mpl_disconnect(getattr(self.manager, name))
-                setattr(self.manager, name, None)
+        without_default_keys(self.manager)
         self.canvas.toolbar_visible = False  # its pan and zoom modes would take the mouse; the windows zoom themselves
         self.canvas.header_visible = False  # the figure shows its own title
         self.canvas.capture_scroll = True  # the wheel sizes the brush and zooms; the notebook mustn't scroll
@@ -279,7 +276,7 @@ def review_in_notebook(
             session = NotebookSession("review", None, None, "")
             session.future.set_result(None)
             return session
-        backend = _backend(**_review_settings(review, model, checkpoint, image_size, device))
+        backend = _backend(**review.model_settings(model, checkpoint, image_size, device))
         encoder = ThreadPoolExecutor(1, "embed")
     except BaseException:
         lock.close()
@@ -357,12 +354,3 @@ def _backend(model, checkpoint, image_size, device):
     from ...models.common import resolve_device
 
     return build_backend(ModelSettings(model, checkpoint, image_size, resolve_device(device).type))
-
-
-def _review_settings(review, model, checkpoint, image_size, device) -> dict:
-    """The review's model settings: those given, else the folder's, else the defaults; the same rule as
-    `review_window._review`'s, which keeps it inline."""
-    given = {"model": model, "checkpoint": checkpoint, "image_size": image_size, "device": device}
-    return {name: given[name] or review.settings.get(name, default) for name, default in
-            (("model", defaults.MODEL), ("checkpoint", defaults.CHECKPOINT), ("image_size", defaults.IMAGE_SIZE),
-             ("device", defaults.DEVICE))}

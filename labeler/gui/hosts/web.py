@@ -34,8 +34,8 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from ...errors import UsageError
-from .base import show_in_turn
-from .desktop import FIGURE_SIZE, disable_default_keys
+from .base import show_in_turn, without_default_keys
+from .desktop import FIGURE_SIZE
 
 log = logging.getLogger("labeler")
 PAGE = Path(__file__).with_name("web_page.html")
@@ -75,7 +75,6 @@ class WebHost:
                              "choose another with --web-port, or --web-port 0 for a free one") from None
         self.port = listeners[0].getsockname()[1]
         self._token = secrets.token_urlsafe(24)
-        disable_default_keys()
         ready = threading.Event()
         self._thread = threading.Thread(target=asyncio.run, args=(self._serve(listeners, ready),), name="web",
                                         daemon=True)
@@ -141,6 +140,7 @@ class WebHost:
         self.figure = Figure(figsize=FIGURE_SIZE)
         self.manager = FigureCanvasWebAggCore.new_manager(self.figure, 1)
         self.manager.set_window_title("sam2-labeler")
+        without_default_keys(self.manager)
         self.figure.canvas.set_capture_scroll(True)  # the wheel sizes the brush and zooms; the page mustn't scroll
         server = HTTPServer(self._application())
         server.add_sockets(listeners)
