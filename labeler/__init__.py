@@ -29,9 +29,9 @@ _WHERE = {
     "PromptSet": "prompts.prompt_set",
     "ReferenceGuides": "types.guides",
     "UsageError": "errors",
-    "guide_in_notebook": "gui.hosts.notebook",
+    "guide_in_notebook": "gui.notebook",
     "label_batch": "batch.pipeline",
-    "review_in_notebook": "gui.hosts.notebook",
+    "review_in_notebook": "gui.notebook",
 }
 __all__ = sorted(_WHERE)
 

@@ -42,7 +42,8 @@ from standin_backend import StandInBackend  # noqa: E402
 
 from labeler.errors import UsageError  # noqa: E402
 from labeler.gui.hosts.desktop import FIGURE_SIZE  # noqa: E402
-from labeler.gui.hosts.notebook import NOTEBOOK_DPI, guide_in_notebook, require_ipympl  # noqa: E402
+from labeler.gui.hosts.notebook import NOTEBOOK_DPI, require_ipympl  # noqa: E402
+from labeler.gui.notebook import guide_in_notebook  # noqa: E402
 from labeler.models.backend import ModelSettings  # noqa: E402
 from labeler.outputs.folder import LOCK_NAME  # noqa: E402
 from labeler.prompts.prompt_set import PromptSet, prompts_to_dict  # noqa: E402
