@@ -75,6 +75,16 @@ def serving(preview=None, image: Path = REFERENCE):
         thread.join(10)
 
 
+@contextlib.contextmanager
+def in_page(context, preview=None):
+    """`serving` with the page open in a tab, the window shown and its frames settled; yields (host, window, page)."""
+    with serving(preview) as (host, windows):
+        page = Page(context, host.url)
+        page.wait_for_title("SmartSelector")
+        page.settle()
+        yield host, windows[0], page
+
+
 def server_pixels(host) -> np.ndarray:
     """(H, W, 4): the figure's buffer on the server, read on its thread."""
     return host.call_soon(lambda: np.asarray(host.figure.canvas.get_renderer().buffer_rgba()).copy()).result(10)
@@ -187,11 +197,7 @@ def test_a_busy_port_gets_one_message_naming_it_and_other_addresses_a_warning(ca
 def test_the_browser_canvas_equals_the_server_buffer_after_quick_actions(context):
     """Quick actions without waiting for frames: once the frames settle, the page's canvas equals the server's
     buffer pixel for pixel (the page draws every frame, in order, however close they come)."""
-    with serving() as (host, windows):
-        page = Page(context, host.url)
-        page.wait_for_title("SmartSelector")
-        page.settle()
-        window = windows[0]
+    with in_page(context) as (host, window, page):
         assert np.array_equal(page.pixels(), server_pixels(host))
         # A burst: points, ID changes, the help box on and off, the brush and a quick stroke.
         for i, (x, y) in enumerate([(60, 60), (200, 80), (120, 180), (250, 200)]):
@@ -280,11 +286,7 @@ def test_bytes_per_action_in_the_browser(context, capsys):
     from labeler.models.backend import ModelSettings
 
     rgb = read_rgb(REFERENCE)
-    with serving(preview=StandInBackend(ModelSettings("standin")).preview(rgb)) as (host, windows):
-        page = Page(context, host.url)
-        page.wait_for_title("SmartSelector")
-        page.settle()
-        window = windows[0]
+    with in_page(context, StandInBackend(ModelSettings("standin")).preview(rgb)) as (host, window, page):
         b = window.ax.bbox
         area = server_pixels(host)[page.height - int(b.y1):page.height - int(b.y0), int(b.x0):int(b.x1)]
         with io.BytesIO() as png:
@@ -332,11 +334,7 @@ def test_bytes_per_action_in_the_browser(context, capsys):
 
 
 def test_the_windows_keys_arrive_and_matplotlibs_stay_off(context):
-    with serving() as (host, windows):
-        page = Page(context, host.url)
-        page.wait_for_title("SmartSelector")
-        page.settle()
-        window = windows[0]
+    with in_page(context) as (host, window, page):
 
         def state(fn):
             return on_server(host, lambda: fn(window))
@@ -385,11 +383,7 @@ def test_the_windows_keys_arrive_and_matplotlibs_stay_off(context):
 
 def test_motion_is_coalesced_while_the_server_is_busy(context):
     """Moves that arrive faster than they are handled are not all handled, and the newest one always is."""
-    with serving() as (host, windows):
-        page = Page(context, host.url)
-        page.wait_for_title("SmartSelector")
-        page.settle()
-        window = windows[0]
+    with in_page(context) as (host, window, page):
         seen = []
         on_server(host, lambda: window.fig.canvas.mpl_connect("motion_notify_event", lambda e: seen.append(e.x)))
         page.key("b")
