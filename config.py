@@ -65,3 +65,10 @@ SAM3D_CONFIG = None
 EXECUTOR = "local"
 WORKERS = None
 RAY_ADDRESS = None
+
+# The windows in a browser page instead of a desktop window (`--web`; pip install -e ".[web]"; see
+# docs/browser.md): served on WEB_HOST:WEB_PORT (`--web-host`, `--web-port`; 0: a free port) behind a
+# random token in the printed URL. Anything but loopback lets whoever reaches the port with it in.
+WEB = False
+WEB_HOST = "127.0.0.1"
+WEB_PORT = 8988
