@@ -595,3 +595,17 @@ def test_reviewing_in_the_page(context, out, test_checkpoint, tmp_path):
     assert states[:3] == ["accepted", "excluded", "corrected"] and states[3:] == [None] * (len(names) - 3)
     assert taught
     assert "reviewed 3 of" in lines and "targets:" in lines, lines  # the relabel's summary
+
+
+def test_config_py_and_the_options_turn_the_page_on():
+    import runpy
+
+    from labeler.cli import _parser
+    from labeler.gui.hosts import WEB_DEFAULTS
+
+    config = runpy.run_path(str(ROOT / "config.py"))
+    assert {name: config[name] for name in WEB_DEFAULTS} == WEB_DEFAULTS
+    args = vars(_parser({"WEB": True, "WEB_HOST": "0.0.0.0", "WEB_PORT": 0}).parse_args([]))
+    assert (args["WEB"], args["WEB_HOST"], args["WEB_PORT"]) == (True, "0.0.0.0", 0)
+    assert vars(_parser({"WEB": True}).parse_args(["--no-web"]))["WEB"] is False
+    assert vars(_parser({}).parse_args(["--web", "--web-port", "9000"]))["WEB_PORT"] == 9000
