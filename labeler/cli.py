@@ -47,6 +47,8 @@ OPTIONS = {
                                         "MODEL.pt), or 'none': untrained weights, for tests")),
     "IMAGE_SIZE": ("--image-size", dict(type=int, metavar="N", help="model input size (default: the model's, 1024)")),
     "DEVICE": ("--device", dict(choices=["auto", "cpu", "cuda", "mps"], help="auto: cuda, else mps, else cpu")),
+    "PRECISION": ("--precision", dict(choices=["auto", "bf16", "fp32"], help="auto: bf16 autocast on CUDA and on "
+                                      "CPUs with native bf16 (AMX-BF16, AVX512-BF16), else fp32")),
     "MEMORY": ("--memory", dict(choices=["refs", "chain"], help="refs: each target attends to the references only "
                                 "(independent targets); chain: targets are a video after them (frame sequences)")),
     "THRESHOLD": ("--threshold", dict(type=float, help="an object is present above this object-score logit")),

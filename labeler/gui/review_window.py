@@ -200,6 +200,7 @@ def review_command(argv: list[str], config: dict) -> int:
     p.add_argument("--checkpoint", metavar="PATH", help="checkpoint, or 'none' (default: the folder's)")
     p.add_argument("--image-size", type=int, metavar="N", help="model input size (default: the folder's)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="(default: the folder's)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="(default: the folder's)")
     args = p.parse_args(argv)
     try:
         if args.clear is not None:
@@ -225,12 +226,12 @@ def _review(args) -> int:
         s = review.settings
         settings = {name: getattr(args, name) or s.get(name, default) for name, default in
                     (("model", defaults.MODEL), ("checkpoint", defaults.CHECKPOINT), ("image_size", defaults.IMAGE_SIZE),
-                     ("device", defaults.DEVICE))}
+                     ("device", defaults.DEVICE), ("precision", defaults.PRECISION))}
         if not review.records():
             log.info("nothing to review in %s", args.output)
             return 0
         backend = build_backend(ModelSettings(settings["model"], settings["checkpoint"], settings["image_size"],
-                                              resolve_device(settings["device"]).type))
+                                              resolve_device(settings["device"]).type, settings["precision"]))
         encoder = ThreadPoolExecutor(1, "embed")
         fig = plt.figure(figsize=(13, 7.5))
         ReviewWindow(fig, review, backend, encoder)  # its handlers keep it alive while the window is open
