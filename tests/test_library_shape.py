@@ -205,7 +205,10 @@ def test_manifest_records_the_run_settings(test_checkpoint, tmp_path):
     out = tmp_path / "out"
     assert run_main("--prompts", "assets/demo/prompts.json", "--targets", "assets/demo/targets", "--output", out,
                     "--checkpoint", test_checkpoint, "--image-size", "128", "--threshold", "0.5").returncode == 0
+    from labeler.models.common import resolve_precision
+
     settings = json.loads((out / "manifest.json").read_text())["settings"]
     assert settings == {"model": "tiny", "checkpoint": str(Path(test_checkpoint).absolute()), "image_size": 128,
-                        "device": "cpu", "memory": "refs", "threshold": 0.5, "formats": [], "taught": [],
+                        "device": "cpu", "precision": resolve_precision("auto", "cpu"), "memory": "refs",
+                        "threshold": 0.5, "formats": [], "taught": [],
                         "targets": os.path.relpath(ROOT / "assets/demo/targets", out)}
