@@ -86,10 +86,10 @@ def _float_memory_attention(predictor):
 def sam2_video_outputs(predictor, prompts, frames, folder, precision="fp32"):
     """Run SAM2VideoPredictor's public API on a JPEG folder; {frame: {obj_id: (video-res logits, score)}}.
 
-    precision "bf16": under `torch.autocast("cpu", dtype=torch.bfloat16)`, as the labeler runs it (SAM 2
-    runs there as it is: autocast casts its bf16 memories itself)."""
+    precision "bf16": under `torch.autocast(device, dtype=torch.bfloat16)` on the predictor's device, as the
+    labeler runs it (SAM 2 runs there as it is: autocast casts its bf16 memories itself)."""
     if precision == "bf16":
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(predictor.device.type, dtype=torch.bfloat16):
             return _sam2_video_outputs(predictor, prompts, frames, folder)
     with _float_memory_attention(predictor):
         return _sam2_video_outputs(predictor, prompts, frames, folder)
@@ -113,7 +113,7 @@ def _sam2_video_outputs(predictor, prompts, frames, folder):
                     labels=np.array(obj.labels, dtype=np.int32) if obj.points else None,
                     box=np.array(obj.box, dtype=np.float32) if obj.box else None,
                 )
-                mask = (masks[ids.index(obj.id), 0] > 0).numpy()
+                mask = (masks[ids.index(obj.id), 0] > 0).cpu().numpy()
             if obj.paint is not None or obj.erase is not None:
                 if obj.paint is not None:
                     mask |= obj.paint
@@ -126,7 +126,7 @@ def _sam2_video_outputs(predictor, prompts, frames, folder):
         for idx, obj_id in enumerate(obj_ids):
             outs = state["output_dict_per_obj"][idx]
             out = outs["cond_frame_outputs"].get(frame_idx) or outs["non_cond_frame_outputs"][frame_idx]
-            results[frame_idx][obj_id] = (video_res_logits[idx, 0], out["object_score_logits"].item())
+            results[frame_idx][obj_id] = (video_res_logits[idx, 0].cpu(), out["object_score_logits"].item())
     return results
 
 
@@ -160,8 +160,9 @@ def chain_mode_pairs(predictor, tmp_path, case, precision="fp32", num_targets=4)
 
 
 def video_res_logits(out, height=H, width=W) -> torch.Tensor:
-    """An `ObjectOutput`'s mask logits upsampled to the frame, as SAM 2's `_get_orig_video_res_output` does."""
-    return F.interpolate(out.mask_logits.float(), size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+    """An `ObjectOutput`'s mask logits upsampled to the frame, as SAM 2's `_get_orig_video_res_output` does (CPU)."""
+    logits = F.interpolate(out.mask_logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+    return logits[0, 0].cpu()
 
 
 def _assert_equal(ours, theirs, height, width):
