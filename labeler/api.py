@@ -105,7 +105,7 @@ class Labeler:
         weights (tests only). Nothing is downloaded: a missing checkpoint raises UsageError naming
         `python main.py download`. image_size: the model's input size (None: 1024). device: auto,
         cpu, cuda or mps. precision: auto, bf16 or fp32; auto is bfloat16 autocast on CUDA and on CPUs with
-        native bf16 (AMX-BF16, AVX512-BF16), float32 elsewhere (`labeler.backend.precision` says which runs).
+        native bf16 (AMX-BF16, AVX512-BF16), float32 elsewhere (the Labeler's `backend.precision` says which runs).
         cache, cache_size_gb: the feature cache, as `label_batch`'s (images given as paths whose features it
         holds skip the image encoder).
         """

@@ -134,8 +134,9 @@ def test_one_source_of_defaults():
            **inspect.signature(labeler.Labeler.from_pretrained).parameters}
     no_config = vars(_parser({}).parse_args([]))
     with_config = vars(_parser({k: v for k, v in config.items() if k in OPTIONS}).parse_args([]))
-    for name in ("MODEL", "CHECKPOINT", "IMAGE_SIZE", "DEVICE", "PRECISION", "MEMORY", "THRESHOLD", "BATCH_SIZE", "FORMATS",
-                 "YOLO_VAL", "REVIEWED_ONLY", "MESH", "MESH_LIMIT", "SAM3D_CONFIG", "EXECUTOR", "WORKERS", "RAY_ADDRESS"):
+    for name in ("MODEL", "CHECKPOINT", "IMAGE_SIZE", "DEVICE", "PRECISION", "MEMORY", "THRESHOLD", "BATCH_SIZE",
+                 "FORMATS", "YOLO_VAL", "REVIEWED_ONLY", "MESH", "MESH_LIMIT", "SAM3D_CONFIG", "EXECUTOR", "WORKERS",
+                 "RAY_ADDRESS"):
         same = (lambda v: list(v)) if name == "FORMATS" else (lambda v: v)  # config.py writes [] for ()
         value = same(getattr(defaults, name))
         assert same(api[name.lower()].default) == value, name

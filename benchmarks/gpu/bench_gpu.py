@@ -16,7 +16,8 @@ call's seconds (conditioning, report.png), the GPU's busy fraction over the call
 utilization.gpu, sampled every 100 ms: the share of time some kernel ran), and the peak GPU memory
 allocated and reserved by torch.
 
-Writes JSON to `--out` after every run (a run cut short by a time limit leaves the finished ones). Run by benchmarks/gpu/run.sh; `--device cpu` with tiny sizes checks it anywhere.
+Writes JSON to `--out` after every run (a run cut short by a time limit leaves the finished ones). Run by
+benchmarks/gpu/run.sh; `--device cpu` with tiny sizes checks it anywhere.
 """
 
 from __future__ import annotations

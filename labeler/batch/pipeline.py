@@ -102,9 +102,9 @@ def label_batch(
     `ray_address`, "auto" or "ray://HOST:PORT"; None starts a local Ray instance); see `ray_executor`.
     Raises UsageError for bad input, before anything is built or written.
     """
-    settings = RunSettings(ModelSettings(model, checkpoint, image_size, device, precision), memory, threshold, batch_size,
-                           formats, yolo_val, reviewed_only, cache, cache_size_gb, mesh, mesh_limit, sam3d_config,
-                           executor, workers, ray_address)
+    settings = RunSettings(ModelSettings(model, checkpoint, image_size, device, precision), memory, threshold,
+                           batch_size, formats, yolo_val, reviewed_only, cache, cache_size_gb, mesh, mesh_limit,
+                           sam3d_config, executor, workers, ray_address)
     if prompts is not None or guide is None:
         prompts = as_prompt_set(prompts)
     target_list = _target_list(targets)

@@ -5,7 +5,8 @@ that alters an output file must say so here, by re-recording (`LABELER_RECORD_GO
 pytest tests/outputs/test_golden.py`) in a commit that names the change. A recording run fails on purpose
 (it has nothing to compare with); rerun without the variable to check the recorded hashes.
 
-Test checkpoint, image size 256, float32 (`--precision fp32`: auto is bf16 on CPUs with native bf16), images `conftest.make_inputs` makes (its `golden_run` is shared with test_api): two references (a box, points with a
+Float32 (`--precision fp32`: auto is bf16 on CPUs with native bf16, whose bytes differ).
+Test checkpoint, image size 256, images `conftest.make_inputs` makes (its `golden_run` is shared with test_api): two references (a box, points with a
 negative one, paint, paint and erase), three objects, six targets of three sizes (two sharing a
 stem), one unreadable target, COCO and YOLO exports. Text files are hashed with the test's
 temporary folder written as `<tmp>` (prompts.json and data.yaml name it). manifest.json is left

@@ -62,8 +62,9 @@ def _fast_emulated_grouped_convs(model) -> None:
     """torch's emulated bf16 runs a grouped convolution one group at a time: the memory encoder's 7x7
     depthwise convolutions (256 groups) took 0.5-2 s each on the 2 shared cores this was written on, most
     of these tests' time. Under autocast they are computed here in float32 from bf16-rounded inputs and
-    rounded to bf16, as autocast's bf16 convolution does but for where and in which order it sums. Both SAM 2's run and the labeler's use the same
-    model, so they are compared on the same arithmetic; on CPUs with native bf16, torch's own kernels run."""
+    rounded to bf16, as autocast's bf16 convolution does but for where and in which order it sums. Both
+    SAM 2's run and the labeler's use the same model, so they are compared on the same arithmetic; on CPUs
+    with native bf16, torch's own kernels run."""
     for conv in model.modules():
         if isinstance(conv, torch.nn.Conv2d) and conv.groups > 1:
             def forward(x, conv=conv):
