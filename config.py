@@ -21,6 +21,9 @@ CHECKPOINT = None
 IMAGE_SIZE = None
 # auto, cpu, cuda or mps (`--device`).
 DEVICE = "auto"
+# auto, bf16 or fp32 (`--precision`). auto: bfloat16 autocast on CUDA and on CPUs with native bf16
+# (AMX-BF16 or AVX512-BF16), float32 elsewhere (MPS included).
+PRECISION = "auto"
 
 # "refs": each target attends to the references only (independent targets, resumable).
 # "chain": targets form a pseudo-video after the references (for frame sequences).

@@ -93,6 +93,7 @@ class Labeler:
         checkpoint: str | os.PathLike | None = defaults.CHECKPOINT,
         image_size: int | None = defaults.IMAGE_SIZE,
         device: str = defaults.DEVICE,
+        precision: str = defaults.PRECISION,
         memory: str = defaults.MEMORY,
         threshold: float = defaults.THRESHOLD,
         cache: str | os.PathLike | bool | None = defaults.CACHE,
@@ -103,8 +104,10 @@ class Labeler:
         checkpoint: a file, None for checkpoints/sam2.1_hiera_<model>.pt, or "none" for untrained
         weights (tests only). Nothing is downloaded: a missing checkpoint raises UsageError naming
         `python main.py download`. image_size: the model's input size (None: 1024). device: auto,
-        cpu, cuda or mps. cache, cache_size_gb: the feature cache, as `label_batch`'s (images given
-        as paths whose features it holds skip the image encoder).
+        cpu, cuda or mps. precision: auto, bf16 or fp32; auto is bfloat16 autocast on CUDA and on CPUs with
+        native bf16 (AMX-BF16, AVX512-BF16), float32 elsewhere (the Labeler's `backend.precision` says which runs).
+        cache, cache_size_gb: the feature cache, as `label_batch`'s (images given as paths whose features it
+        holds skip the image encoder).
         """
         from .batch.feature_cache import feature_cache_for
         from .models.backend import build_backend
@@ -113,7 +116,7 @@ class Labeler:
         prompts = as_prompt_set(prompts)
         if memory not in MEMORY_MODES:
             raise UsageError(f"memory mode {memory!r}: choose refs or chain")
-        backend = build_backend(ModelSettings(model, checkpoint, image_size, resolve_device(device).type))
+        backend = build_backend(ModelSettings(model, checkpoint, image_size, resolve_device(device).type, precision))
         features = feature_cache_for(cache, cache_size_gb, backend)
         return cls(backend, prompts, memory=memory, threshold=threshold, features=features)
 

@@ -15,7 +15,7 @@ from .errors import UsageError
 from .exports import formats_arg
 from .gui.hosts import WEB_DEFAULTS, WEB_OPTIONS
 from .models.backend import model_names
-from .models.common import DEVICES
+from .models.common import DEVICES, PRECISIONS
 from .models.sam2.build import CHECKPOINT_DIR, MODELS, download_checkpoint
 from .utils.signals import stop_on_signals
 
@@ -49,6 +49,8 @@ OPTIONS = {
                                         "MODEL.pt), or 'none': untrained weights, for tests")),
     "IMAGE_SIZE": ("--image-size", dict(type=int, metavar="N", help="model input size (default: the model's, 1024)")),
     "DEVICE": ("--device", dict(choices=list(DEVICES), help="auto: cuda, else mps, else cpu")),
+    "PRECISION": ("--precision", dict(choices=list(PRECISIONS), help="auto: bf16 autocast on CUDA and on "
+                                      "CPUs with native bf16 (AMX-BF16, AVX512-BF16), else fp32")),
     "MEMORY": ("--memory", dict(choices=["refs", "chain"], help="refs: each target attends to the references only "
                                 "(independent targets); chain: targets are a video after them (frame sequences)")),
     "THRESHOLD": ("--threshold", dict(type=float, help="an object is present above this object-score logit")),

@@ -7,6 +7,7 @@ MODEL = "tiny"  # SAM 2.1 tiny, small, base_plus or large
 CHECKPOINT = None  # None: checkpoints/sam2.1_hiera_<model>.pt; "none": untrained weights (tests only)
 IMAGE_SIZE = None  # None: the model's own (1024)
 DEVICE = "auto"  # cuda, then mps, then cpu
+PRECISION = "auto"  # bf16 autocast on CUDA and on CPUs with native bf16 (AMX-BF16, AVX512-BF16), else fp32
 MEMORY = "refs"  # "refs": targets attend to the references only; "chain": a pseudo-video of targets
 THRESHOLD = 0.0  # an object is present when its object-score logit exceeds this
 BATCH_SIZE = 1  # targets per forward in refs mode

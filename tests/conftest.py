@@ -40,14 +40,16 @@ def real_data() -> Path:
 
 @pytest.fixture(scope="session")
 def golden_run(test_checkpoint, tmp_path_factory):
-    """The deterministic batch through `python main.py --headless`; returns (tmp root, output folder, result)."""
+    """The deterministic batch through `python main.py --headless`; returns (tmp root, output folder, result).
+
+    float32 explicitly: `--precision auto` is bf16 on CPUs with native bf16, whose bytes differ."""
     root = tmp_path_factory.mktemp("golden")
     prompts_file, targets = make_inputs(root)
     out = root / "out"
     result = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "--headless", "--quiet", "--prompts", str(prompts_file),
          "--targets", str(targets), "--output", str(out), "--checkpoint", str(test_checkpoint),
-         "--image-size", str(IMAGE_SIZE), "--formats", "coco,yolo"],
+         "--image-size", str(IMAGE_SIZE), "--formats", "coco,yolo", "--precision", "fp32"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     return root, out, result

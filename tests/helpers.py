@@ -159,9 +159,10 @@ def files_of(folder: Path) -> dict[str, bytes]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def as_backend(predictor):
-    """A SAM 2 predictor built in a test as the labeler's model backend."""
+def as_backend(predictor, precision: str = "auto"):
+    """A SAM 2 predictor built in a test as the labeler's model backend, at `precision` (auto, bf16, fp32)."""
     from labeler.models.backend import ModelSettings
     from labeler.models.sam2.backend import Sam2Backend
 
-    return Sam2Backend(ModelSettings(checkpoint="none", image_size=predictor.image_size), predictor=predictor)
+    settings = ModelSettings(checkpoint="none", image_size=predictor.image_size, precision=precision)
+    return Sam2Backend(settings, predictor=predictor)

@@ -46,6 +46,7 @@ class StandInBackend:
         self.settings = settings
         self.image_size = self.input_size(settings)
         self.device = torch.device("cpu")
+        self.precision = "fp32"  # it computes in float32 whatever the settings ask
 
     def identity(self) -> dict:
         return {"model": "standin", "image_size": self.image_size, "device": "cpu"}

@@ -95,7 +95,7 @@ def test_label_batch_and_the_command_line_write_byte_identical_folders(golden_ru
     api_out = root / "api"
     summary = labeler.label_batch(labeler.PromptSet.load(root / "prompts.json"), targets=root / "targets",
                                   output=api_out, checkpoint=test_checkpoint, image_size=IMAGE_SIZE,
-                                  formats=("coco", "yolo"), progress=False)
+                                  formats=("coco", "yolo"), precision="fp32", progress=False)
     assert (summary.labeled, summary.failed, summary.exit_code) == (7, 1, 1)
     api_files = files_of(api_out)
     assert "manifest.json" in api_files and "coco.json" in api_files

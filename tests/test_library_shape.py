@@ -134,8 +134,9 @@ def test_one_source_of_defaults():
            **inspect.signature(labeler.Labeler.from_pretrained).parameters}
     no_config = vars(_parser({}).parse_args([]))
     with_config = vars(_parser({k: v for k, v in config.items() if k in OPTIONS}).parse_args([]))
-    for name in ("MODEL", "CHECKPOINT", "IMAGE_SIZE", "DEVICE", "MEMORY", "THRESHOLD", "BATCH_SIZE", "FORMATS",
-                 "YOLO_VAL", "REVIEWED_ONLY", "MESH", "MESH_LIMIT", "SAM3D_CONFIG", "EXECUTOR", "WORKERS", "RAY_ADDRESS"):
+    for name in ("MODEL", "CHECKPOINT", "IMAGE_SIZE", "DEVICE", "PRECISION", "MEMORY", "THRESHOLD", "BATCH_SIZE",
+                 "FORMATS", "YOLO_VAL", "REVIEWED_ONLY", "MESH", "MESH_LIMIT", "SAM3D_CONFIG", "EXECUTOR", "WORKERS",
+                 "RAY_ADDRESS"):
         same = (lambda v: list(v)) if name == "FORMATS" else (lambda v: v)  # config.py writes [] for ()
         value = same(getattr(defaults, name))
         assert same(api[name.lower()].default) == value, name
@@ -205,7 +206,10 @@ def test_manifest_records_the_run_settings(test_checkpoint, tmp_path):
     out = tmp_path / "out"
     assert run_main("--prompts", "assets/demo/prompts.json", "--targets", "assets/demo/targets", "--output", out,
                     "--checkpoint", test_checkpoint, "--image-size", "128", "--threshold", "0.5").returncode == 0
+    from labeler.models.common import resolve_precision
+
     settings = json.loads((out / "manifest.json").read_text())["settings"]
     assert settings == {"model": "tiny", "checkpoint": str(Path(test_checkpoint).absolute()), "image_size": 128,
-                        "device": "cpu", "memory": "refs", "threshold": 0.5, "formats": [], "taught": [],
+                        "device": "cpu", "precision": resolve_precision("auto", "cpu"), "memory": "refs",
+                        "threshold": 0.5, "formats": [], "taught": [],
                         "targets": os.path.relpath(ROOT / "assets/demo/targets", out)}

@@ -29,7 +29,7 @@ from ..models.backend import (
     check_model,
     input_size,
 )
-from ..models.common import resolve_device
+from ..models.common import resolve_device, resolve_precision
 from ..outputs.folder import OutputFolder
 from ..prompts.prompt_set import PromptSet, as_prompt_set
 from ..utils.images import list_images
@@ -57,6 +57,7 @@ def label_batch(
     checkpoint: str | os.PathLike | None = defaults.CHECKPOINT,
     image_size: int | None = defaults.IMAGE_SIZE,
     device: str = defaults.DEVICE,
+    precision: str = defaults.PRECISION,
     memory: str = defaults.MEMORY,
     threshold: float = defaults.THRESHOLD,
     batch_size: int = defaults.BATCH_SIZE,
@@ -83,7 +84,7 @@ def label_batch(
     """Label every image in the folder `targets` into the folder `output`; returns the `BatchSummary`.
 
     prompts: a `PromptSet` or the path of a prompts.json (None only with `guide`).
-    model, checkpoint, image_size, device: as `Labeler.from_pretrained` (checkpoint "none": untrained
+    model, checkpoint, image_size, device, precision: as `Labeler.from_pretrained` (checkpoint "none": untrained
     weights; None: checkpoints/sam2.1_hiera_<model>.pt; nothing is ever downloaded).
     memory: "refs" (targets independent) or "chain" (targets form a pseudo-video after the references).
     threshold: object-score logit above which an object is present. batch_size: targets per forward (refs).
@@ -103,9 +104,9 @@ def label_batch(
     `ray_address`, "auto" or "ray://HOST:PORT"; None starts a local Ray instance); see `ray_executor`.
     Raises UsageError for bad input, before anything is built or written.
     """
-    settings = RunSettings(ModelSettings(model, checkpoint, image_size, device), memory, threshold, batch_size,
-                           formats, yolo_val, reviewed_only, cache, cache_size_gb, mesh, mesh_limit, sam3d_config,
-                           executor, workers, ray_address)
+    settings = RunSettings(ModelSettings(model, checkpoint, image_size, device, precision), memory, threshold,
+                           batch_size, formats, yolo_val, reviewed_only, cache, cache_size_gb, mesh, mesh_limit,
+                           sam3d_config, executor, workers, ray_address)
     if prompts is not None or guide is None:
         prompts = as_prompt_set(prompts)
     target_list = _target_list(targets)
@@ -126,8 +127,8 @@ def label_batch(
 
         backend = Sam2Backend(settings.model, predictor=predictor)
     if backend is None and torch_device is not None:
-        log.info("%s %s on %s", backend_class(model).title, model, torch_device)
         backend = build_backend(replace(settings.model, device=torch_device.type))
+        log.info("%s %s on %s, %s", backend_class(model).title, model, torch_device, backend.precision)
     cluster = contextlib.nullcontext()
     if not local:
         from .ray_executor import ray_cluster
@@ -146,7 +147,10 @@ def label_batch(
         if manifest.identified_by_time:
             log.info("%s identifies targets by file time, as labelers before content hashes did: every target "
                      "is labeled once more, and from then on by content", folder.manifest_json)
-        run = settings.resolved(size, device_type, checkpoint_path)
+        # What runs: the backend's precision; Ray workers take `auto` as resolved here, for the cluster's device
+        # type on this machine's CPU (pass bf16 or fp32 for CPU workers on other CPUs).
+        run_precision = backend.precision if backend is not None else resolve_precision(precision, device_type)
+        run = settings.resolved(size, device_type, checkpoint_path, run_precision)
         recorded = run.manifest_settings(targets, folder.root, _taught_kept(manifest, prompts, folder))
         # Record what this batch is conditioned on, so it can be rerun headless.
         prompts.save(folder.prompts_json)

@@ -3,12 +3,12 @@ to Ray workers.
 
 `RunSettings` holds what `label_batch` takes besides the inputs, the output and the flow controls
 (force, progress, stop, guide); `resolved` fills in what the machine decides (the model's input size,
-the device, the checkpoint's absolute path), and the manifest's settings, the fingerprint and the Ray
+the device, the precision, the checkpoint's absolute path), and the manifest's settings, the fingerprint and the Ray
 workers' model are all read from that resolved value.
 
 Usage:
     settings = RunSettings(ModelSettings("tiny", checkpoint="none"), memory="refs", threshold=0.5)
-    run = settings.resolved(image_size=1024, device="cpu", checkpoint=None)
+    run = settings.resolved(image_size=1024, device="cpu", checkpoint=None, precision="fp32")
     run.fingerprint(prompts)
 """
 
@@ -22,7 +22,7 @@ from .. import defaults
 from ..errors import UsageError
 from ..exports import parse_formats
 from ..models.backend import MEMORY_MODES, ModelSettings
-from ..models.common import UNTRAINED
+from ..models.common import PRECISIONS, UNTRAINED
 from ..outputs.folder import fingerprint
 from ..utils.hashing import content_hash
 
@@ -57,6 +57,8 @@ class RunSettings:
             object.__setattr__(self, "formats", tuple(parse_formats(self.formats)))
         except ValueError as e:
             raise UsageError(str(e)) from None
+        if self.model.precision not in PRECISIONS:
+            raise UsageError(f"precision {self.model.precision!r}: choose auto, bf16 or fp32")
         if self.memory not in MEMORY_MODES:
             raise UsageError(f"memory mode {self.memory!r}: choose refs or chain")
         if not 0 <= self.yolo_val < 1:
@@ -78,11 +80,12 @@ class RunSettings:
         if not self.cache_size_gb > 0:
             raise UsageError(f"feature cache size {self.cache_size_gb} GB: must be above 0")
 
-    def resolved(self, image_size: int, device: str, checkpoint: Path | None) -> RunSettings:
-        """These settings with the model's input size, the device type ("cpu", "cuda", …) and the checkpoint's
-        absolute path ("none": untrained weights) filled in."""
+    def resolved(self, image_size: int, device: str, checkpoint: Path | None, precision: str) -> RunSettings:
+        """These settings with the model's input size, the device type ("cpu", "cuda", …), the precision that
+        runs ("bf16" or "fp32") and the checkpoint's absolute path ("none": untrained weights) filled in."""
         name = str(Path(checkpoint).absolute()) if checkpoint else UNTRAINED
-        return replace(self, model=replace(self.model, checkpoint=name, image_size=image_size, device=device))
+        return replace(self, model=replace(self.model, checkpoint=name, image_size=image_size, device=device,
+                                           precision=precision))
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -94,7 +97,8 @@ class RunSettings:
         """What manifest.json records of a (resolved) run: the review and reruns read it back."""
         m = self.model
         return {
-            "model": m.model, "image_size": m.image_size, "device": m.device, "memory": self.memory,
+            "model": m.model, "image_size": m.image_size, "device": m.device, "precision": m.precision,
+            "memory": self.memory,
             "threshold": self.threshold, "checkpoint": str(m.checkpoint),
             "targets": os.path.relpath(Path(targets).absolute(), folder.absolute()),
             "formats": list(self.formats), "taught": taught,
@@ -112,6 +116,10 @@ class RunSettings:
         for ref, data in zip((r for r in prompts.references if r.objects), guides["references"]):
             data["image"] = content_hash(ref.image)
         checkpoint = self.checkpoint_path
+        # The precision counts only when it is bf16: fp32 runs keep the fingerprint they had before
+        # --precision, so an upgrade relabels nothing that fp32 labeled. (CUDA ran bf16 before it too, so
+        # CUDA folders labeled then are relabeled once.)
+        precision = {"precision": "bf16"} if self.model.precision == "bf16" else {}
         return fingerprint(
             prompts=guides,
             model=self.model.model,
@@ -120,4 +128,5 @@ class RunSettings:
             device=self.model.device,
             memory=self.memory,
             threshold=self.threshold,
+            **precision,
         )

@@ -91,6 +91,7 @@ def guide_in_notebook(
     image_size: int | None = defaults.IMAGE_SIZE,
     device: str = defaults.DEVICE,
     existing=None,
+    precision: str = defaults.PRECISION,
 ) -> NotebookSession:
     """Guide the references in this cell: the SmartSelector on each one in turn, in an ipympl widget.
 
@@ -127,7 +128,7 @@ def guide_in_notebook(
     host = NotebookHost()
     host.open()  # before the model: a missing ipympl is said in a second, not after the loading
     try:
-        backend = _backend(model, checkpoint, image_size, device)
+        backend = _backend(model, checkpoint, image_size, device, precision)
     except BaseException:
         host.close()
         raise
@@ -158,6 +159,7 @@ def review_in_notebook(
     checkpoint: str | os.PathLike | None = None,
     image_size: int | None = None,
     device: str | None = None,
+    precision: str | None = None,
 ) -> NotebookSession:
     """Review the labeled output folder in this cell: the review window (`python main.py review`'s), in
     an ipympl widget, worst target first.
@@ -189,7 +191,7 @@ def review_in_notebook(
             session = NotebookSession("review", None, None, "")
             session.future.set_result(None)
             return session
-        backend = _backend(**review.model_settings(model, checkpoint, image_size, device))
+        backend = _backend(**review.model_settings(model, checkpoint, image_size, device, precision))
         encoder = ThreadPoolExecutor(1, "embed")
     except BaseException:
         lock.close()
@@ -223,8 +225,8 @@ def review_in_notebook(
     return session._started()
 
 
-def _backend(model, checkpoint, image_size, device):
+def _backend(model, checkpoint, image_size, device, precision):
     from ..models.backend import ModelSettings, build_backend
     from ..models.common import resolve_device
 
-    return build_backend(ModelSettings(model, checkpoint, image_size, resolve_device(device).type))
+    return build_backend(ModelSettings(model, checkpoint, image_size, resolve_device(device).type, precision))

@@ -190,7 +190,7 @@ def review_command(argv: list[str], config: dict, host=None) -> int:
     from .. import defaults
     from ..errors import UsageError
     from ..models.backend import model_names
-    from ..models.common import DEVICES
+    from ..models.common import DEVICES, PRECISIONS
     from .hosts import WEB_DEFAULTS, WEB_OPTIONS, host_for
 
     p = argparse.ArgumentParser(prog="main.py review", description="Review a labeled output folder, worst first: "
@@ -203,6 +203,7 @@ def review_command(argv: list[str], config: dict, host=None) -> int:
     p.add_argument("--checkpoint", metavar="PATH", help="checkpoint, or 'none' (default: the folder's)")
     p.add_argument("--image-size", type=int, metavar="N", help="model input size (default: the folder's)")
     p.add_argument("--device", choices=list(DEVICES), help="(default: the folder's)")
+    p.add_argument("--precision", choices=list(PRECISIONS), help="(default: the folder's)")
     for name, (flag, kwargs) in WEB_OPTIONS.items():
         default = config.get(name, WEB_DEFAULTS[name])
         p.add_argument(flag, dest=name.lower(), default=default, **{**kwargs, "help": f"{kwargs['help']} (default: {default})"})
@@ -229,12 +230,13 @@ def _review(args, host) -> int:
 
     with Review.open(args.output, args.targets) as review:
         s = review.settings
-        settings = review.model_settings(args.model, args.checkpoint, args.image_size, args.device)
+        settings = review.model_settings(args.model, args.checkpoint, args.image_size, args.device,
+                                         args.precision)
         if not review.records():
             log.info("nothing to review in %s", args.output)
             return 0
         backend = build_backend(ModelSettings(settings["model"], settings["checkpoint"], settings["image_size"],
-                                              resolve_device(settings["device"]).type))
+                                              resolve_device(settings["device"]).type, settings["precision"]))
         encoder = ThreadPoolExecutor(1, "embed")
         host.run(OneWindow(lambda figure: ReviewWindow(figure, review, backend, encoder)))
         encoder.shutdown(wait=False)

@@ -46,12 +46,14 @@ class ModelSettings:
     model: a registered model name (SAM 2.1: tiny, small, base_plus, large). checkpoint: a file, None
     for the backend's default file, or "none" for untrained weights (tests and benchmarks).
     image_size: the square input side in pixels (None: the model's own). device: auto, cpu, cuda or mps.
+    precision: auto, bf16 or fp32 (`models.common.resolve_precision` decides what auto is on the device).
     """
 
     model: str = defaults.MODEL
     checkpoint: str | os.PathLike | None = defaults.CHECKPOINT
     image_size: int | None = defaults.IMAGE_SIZE
     device: str = defaults.DEVICE
+    precision: str = defaults.PRECISION
 
 
 class TargetLabeler(Protocol):
@@ -84,6 +86,7 @@ class ModelBackend(Protocol):
     settings: ModelSettings
     image_size: int  # the square input side, pixels
     device: torch.device
+    precision: str  # what runs: "bf16" (bfloat16 autocast) or "fp32", `settings.precision` resolved on the device
 
     def identity(self) -> dict:
         """What features depend on besides the image (model, weights' content, size, device, precision, code

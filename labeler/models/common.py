@@ -1,4 +1,4 @@
-"""What every model backend shares: the error a model that can't be built raises, and devices."""
+"""What every model backend shares: the error a model that can't be built raises, devices and precisions."""
 
 from __future__ import annotations
 
@@ -30,3 +30,46 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda", "mps"):
         raise ModelError(f"--device {name}: unknown device (auto, cpu, cuda or mps)")
     return torch.device(name)
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AMX-BF16 or AVX512-BF16), from its instruction-set flags.
+
+    torch's own query (`torch.cpu.get_capabilities`, where this torch has it), else Linux's /proc/cpuinfo
+    flags; False where neither answers. Other CPUs (ARM's bf16 included, unmeasured here) emulate bf16,
+    which is slower than float32.
+    """
+    import torch
+
+    query = getattr(torch.cpu, "get_capabilities", None)
+    if query is not None:
+        try:
+            caps = query()
+            return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+        except Exception:  # a torch whose cpuinfo can't read this CPU: ask the kernel
+            pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device | str) -> str:
+    """`--precision` on `device` -> "bf16" (bfloat16 autocast) or "fp32", the one place that decides.
+
+    auto: bf16 on CUDA (as SAM 2's own examples run) and on CPUs with native bf16 (`cpu_has_native_bf16`),
+    fp32 elsewhere. MPS: fp32 (bf16 autocast there is unmeasured). bf16 and fp32 are taken as given.
+    """
+    if name not in PRECISIONS:
+        raise UsageError(f"--precision {name}: unknown precision (auto, bf16 or fp32)")
+    if name != "auto":
+        return name
+    kind = getattr(device, "type", device)
+    if kind == "cuda" or kind == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"

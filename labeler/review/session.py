@@ -114,13 +114,14 @@ class Review:
             out.append(Detection(o.id, o.logit, mask, o.present, class_name(self.prompts.classes, o.id)))
         return out
 
-    def model_settings(self, model=None, checkpoint=None, image_size=None, device=None) -> dict:
+    def model_settings(self, model=None, checkpoint=None, image_size=None, device=None, precision=None) -> dict:
         """The model to review with (`ModelSettings`' fields but the device as named): those given, else the
         folder's (its manifest's settings), else the defaults."""
-        given = {"model": model, "checkpoint": checkpoint, "image_size": image_size, "device": device}
+        given = {"model": model, "checkpoint": checkpoint, "image_size": image_size, "device": device,
+                 "precision": precision}
         return {name: given[name] or self.settings.get(name, default) for name, default in
                 (("model", defaults.MODEL), ("checkpoint", defaults.CHECKPOINT), ("image_size", defaults.IMAGE_SIZE),
-                 ("device", defaults.DEVICE))}
+                 ("device", defaults.DEVICE), ("precision", defaults.PRECISION))}
 
     def counts(self) -> dict[str, int]:
         """reviewed, corrected, excluded, taught, targets."""

@@ -39,10 +39,10 @@ def run(golden_run, out, predictor, cache, **kw):
     root = golden_run[0]
     predictor.encoded = 0
     # No exports: they are rebuilt from the per-target files and records compared here (YOLO's joining
-    # of parts takes seconds on noise masks).
+    # of parts takes seconds on noise masks). float32, as the golden folder.
     summary = labeler.label_batch(root / "prompts.json", targets=root / "targets", output=out,
                                   checkpoint=kw.pop("checkpoint"), image_size=IMAGE_SIZE, progress=False,
-                                  predictor=predictor, cache=cache, **kw)
+                                  predictor=predictor, cache=cache, precision="fp32", **kw)
     return summary, predictor.encoded
 
 
@@ -201,7 +201,7 @@ def test_a_moved_output_folder_and_moved_targets_resume_without_relabeling(golde
     counted_predictor.encoded = 0
     summary = labeler.label_batch(moved / "out" / "prompts.json", targets=moved / "targets", output=moved / "out",
                                   checkpoint=tmp_path / "ckpt.pt", image_size=IMAGE_SIZE, progress=False,
-                                  predictor=counted_predictor)
+                                  predictor=counted_predictor, precision="fp32")
     assert (summary.labeled, summary.skipped, summary.failed) == (0, 7, 1)
     # The same files but those that name the new place: yolo/data.yaml (its absolute path, for Ultralytics),
     # the manifest's settings (the checkpoint's path), and results.csv's error for the unreadable file.

@@ -5,6 +5,7 @@ that alters an output file must say so here, by re-recording (`LABELER_RECORD_GO
 pytest tests/outputs/test_golden.py`) in a commit that names the change. A recording run fails on purpose
 (it has nothing to compare with); rerun without the variable to check the recorded hashes.
 
+Float32 (`--precision fp32`: auto is bf16 on CPUs with native bf16, whose bytes differ).
 Test checkpoint, image size 256, images `conftest.make_inputs` makes (its `golden_run` is shared with test_api): two references (a box, points with a
 negative one, paint, paint and erase), three objects, six targets of three sizes (two sharing a
 stem), one unreadable target, COCO and YOLO exports. Text files are hashed with the test's
@@ -98,7 +99,7 @@ def test_a_version_1_manifest_is_read_and_resumed(golden_run, test_checkpoint, t
     result = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "--headless", "--quiet", "--prompts", str(root / "prompts.json"),
          "--targets", str(root / "targets"), "--output", str(old), "--checkpoint", str(test_checkpoint),
-         "--image-size", str(IMAGE_SIZE), "--formats", "coco,yolo"],
+         "--image-size", str(IMAGE_SIZE), "--formats", "coco,yolo", "--precision", "fp32"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert "8 targets: 0 labeled, 7 already labeled, 1 failed" in result.stderr, result.stderr

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..backend import ModelSettings
-from ..common import resolve_device
+from ..common import resolve_device, resolve_precision
 from .build import (
     MODELS,
     build_predictor,
@@ -46,9 +46,10 @@ class Sam2Backend:
         self.settings = settings
         self.checkpoint = self.check(settings)
         self.seed = seed
+        device = resolve_device(settings.device) if predictor is None else predictor.device
+        self.precision = resolve_precision(settings.precision, device)  # "bf16" or "fp32": what runs
         if predictor is None:
-            predictor = build_predictor(settings.model, settings.checkpoint, settings.image_size,
-                                        resolve_device(settings.device), seed)
+            predictor = build_predictor(settings.model, settings.checkpoint, settings.image_size, device, seed)
         self.predictor = predictor
         self.image_size = predictor.image_size
         self.device = predictor.device
@@ -62,7 +63,8 @@ class Sam2Backend:
 
         return {
             "model": self.settings.model, "image_size": self.image_size, "device": self.device.type,
-            "precision": "bf16-autocast" if self.device.type == "cuda" else "float32",
+            # The names the cache used before --precision (bf16 on CUDA, float32 elsewhere): same keys as then.
+            "precision": "bf16-autocast" if self.precision == "bf16" else "float32",
             "weights": content_hash(self.checkpoint) if self.checkpoint else f"untrained, seed {self.seed}",
             "torch": torch.__version__, "sam2": SAM2_VERSION, "pillow": PIL.__version__,
         }

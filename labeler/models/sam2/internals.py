@@ -156,14 +156,16 @@ def condition_frames(state: dict) -> list[int]:
 
 
 def _float_memory(state: dict, out: dict) -> None:
-    """Keep a stored memory in float32 where no autocast runs (CPU, MPS).
+    """Keep a stored memory in float32 where no autocast runs (precision fp32, on any device).
 
     SAM 2 stores memories in bf16. Without autocast, memory attention fails on them when no
     float32 object pointer is concatenated alongside (an object tracked on a reference before
     the one it is guided on); with a pointer, torch.cat promotes them to float32 exactly as here.
+    Under bf16 autocast SAM 2 runs on them as stored, and so does this.
     """
     features = out["maskmem_features"]
-    if state["device"].type != "cuda" and features is not None and features.dtype == torch.bfloat16:
+    if (features is not None and features.dtype == torch.bfloat16
+            and not torch.is_autocast_enabled(state["device"].type)):
         out["maskmem_features"] = features.float()
 
 

@@ -74,10 +74,10 @@ def _condition(predictor, state: dict, frame_idx: int, obj: ObjectGuides, height
     return mask
 
 
-def _autocast(device: torch.device):
-    # bf16 on CUDA, as SAM 2's own examples run; full precision elsewhere.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def _autocast(precision: str, device: torch.device):
+    """bfloat16 autocast on the device for "bf16" (the backend's resolved precision), full precision for "fp32"."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -114,6 +114,7 @@ class Sam2TargetLabeler:
             raise ValueError("chain mode needs num_targets (the pseudo-video's length)")
         self.backend = backend
         self.predictor = predictor = backend.predictor
+        self.precision = backend.precision
         self.features = features
         self.memory = memory
         self.threshold = threshold
@@ -123,7 +124,7 @@ class Sam2TargetLabeler:
         self._num_frames = num_refs + (1 if memory == "refs" else num_targets)
         self._state = internals.new_state(predictor, self._num_frames)
         self._next_frame = num_refs
-        with torch.inference_mode(), _autocast(predictor.device):
+        with torch.inference_mode(), _autocast(backend.precision, predictor.device):
             self._condition_on_references()
             # refs mode: the reference memories are fixed, so they are assembled and projected once.
             self._groups = internals.build_groups(predictor, self._state, num_refs) if memory == "refs" else None
@@ -158,7 +159,7 @@ class Sam2TargetLabeler:
         if self.memory == "chain" or not rgbs:
             hashes, inputs = image_hashes or [None] * len(rgbs), inputs or [None] * len(rgbs)
             return [self._predict_chain(rgb, h, x) for rgb, h, x in zip(rgbs, hashes, inputs)]
-        with torch.inference_mode(), _autocast(self.predictor.device):
+        with torch.inference_mode(), _autocast(self.precision, self.predictor.device):
             backbone_out = encode(self.backend, rgbs, self.features, image_hashes, inputs)
             results = internals.track_targets(self.predictor, backbone_out, self._groups)
         return [
@@ -174,7 +175,7 @@ class Sam2TargetLabeler:
         state, frame_idx = self._state, self._next_frame
         if frame_idx >= self._num_frames:
             raise RuntimeError(f"chain mode was set up for {self._num_frames} frames")
-        with torch.inference_mode(), _autocast(self.predictor.device):
+        with torch.inference_mode(), _autocast(self.precision, self.predictor.device):
             internals.forget_frame_features(state)
             hashes = [image_hash] if image_hash is not None else None
             inputs = [model_input] if model_input is not None else None
@@ -220,14 +221,15 @@ class ReferencePreview:
 
     def __init__(self, backend, rgb: np.ndarray):
         self.predictor = predictor = backend.predictor
+        self.precision = backend.precision
         self._size = rgb.shape[:2]
         self._state = internals.new_state(predictor, num_frames=1)
-        with torch.inference_mode(), _autocast(predictor.device):
+        with torch.inference_mode(), _autocast(backend.precision, predictor.device):
             internals.encode_frame(self._state, 0, encode(backend, [rgb]))
 
     def mask(self, obj: ObjectGuides) -> np.ndarray:
         """(H, W) bool mask, identical to the one the batch conditions object `obj.id` on."""
-        with torch.inference_mode(), _autocast(self.predictor.device):
+        with torch.inference_mode(), _autocast(self.precision, self.predictor.device):
             # Start from a blank frame, as the batch does: no earlier mask feeds the decoder.
             internals.clear_object_on_frame(self.predictor, self._state, 0, obj.id)
             return _condition(self.predictor, self._state, 0, obj, *self._size)

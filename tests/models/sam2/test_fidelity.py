@@ -4,6 +4,10 @@ refs mode, target t: `propagate_in_video` on a JPEG folder [ref_1 … ref_K, t],
 chain mode: `propagate_in_video` on [ref_1 … ref_K, t_1 … t_N].
 Raw mask logits and object-score logits are compared, not binary masks: the test checkpoint's
 amplified memory paths make objects differ, so a wrong object's memory would show.
+
+Both run in float32 (`--precision fp32`, pinned: `auto` is bf16 on CPUs with native bf16). The machinery
+here (`labeler_for`, `sam2_video_outputs`, `refs_mode_pairs`, `chain_mode_pairs`) takes a precision;
+test_fidelity_bf16.py runs it under bfloat16 autocast.
 """
 
 from __future__ import annotations
@@ -79,8 +83,14 @@ def _float_memory_attention(predictor):
         del predictor.memory_attention.forward
 
 
-def sam2_video_outputs(predictor, prompts, frames, folder):
-    """Run SAM2VideoPredictor's public API on a JPEG folder; {frame: {obj_id: (video-res logits, score)}}."""
+def sam2_video_outputs(predictor, prompts, frames, folder, precision="fp32"):
+    """Run SAM2VideoPredictor's public API on a JPEG folder; {frame: {obj_id: (video-res logits, score)}}.
+
+    precision "bf16": under `torch.autocast(device, dtype=torch.bfloat16)` on the predictor's device, as the
+    labeler runs it (SAM 2 runs there as it is: autocast casts its bf16 memories itself)."""
+    if precision == "bf16":
+        with torch.autocast(predictor.device.type, dtype=torch.bfloat16):
+            return _sam2_video_outputs(predictor, prompts, frames, folder)
     with _float_memory_attention(predictor):
         return _sam2_video_outputs(predictor, prompts, frames, folder)
 
@@ -103,7 +113,7 @@ def _sam2_video_outputs(predictor, prompts, frames, folder):
                     labels=np.array(obj.labels, dtype=np.int32) if obj.points else None,
                     box=np.array(obj.box, dtype=np.float32) if obj.box else None,
                 )
-                mask = (masks[ids.index(obj.id), 0] > 0).numpy()
+                mask = (masks[ids.index(obj.id), 0] > 0).cpu().numpy()
             if obj.paint is not None or obj.erase is not None:
                 if obj.paint is not None:
                     mask |= obj.paint
@@ -116,14 +126,49 @@ def _sam2_video_outputs(predictor, prompts, frames, folder):
         for idx, obj_id in enumerate(obj_ids):
             outs = state["output_dict_per_obj"][idx]
             out = outs["cond_frame_outputs"].get(frame_idx) or outs["non_cond_frame_outputs"][frame_idx]
-            results[frame_idx][obj_id] = (video_res_logits[idx, 0], out["object_score_logits"].item())
+            results[frame_idx][obj_id] = (video_res_logits[idx, 0].cpu(), out["object_score_logits"].item())
     return results
+
+
+def labeler_for(predictor, prompts, memory="refs", precision="fp32", num_targets=None):
+    """The labeler on the test predictor, at `precision`."""
+    backend = as_backend(predictor, precision)
+    assert backend.precision == precision
+    return Sam2TargetLabeler(backend, prompts, memory=memory, num_targets=num_targets)
+
+
+def refs_mode_pairs(predictor, tmp_path, case, precision="fp32", num_targets=2):
+    """(ours, theirs) per target in refs mode: the labeler's raw outputs and SAM 2's on [refs…, target]."""
+    prompts = _prompt_set(tmp_path, case)
+    labeler = labeler_for(predictor, prompts, "refs", precision)
+    refs = [r.image for r in prompts.references]
+    pairs = []
+    for i, target in enumerate(_targets(tmp_path, num_targets)):
+        theirs = sam2_video_outputs(predictor, prompts, refs + [target], tmp_path / f"video{i}", precision)
+        pairs.append((labeler.predict(read_rgb(target)), theirs[len(refs)]))
+    return pairs
+
+
+def chain_mode_pairs(predictor, tmp_path, case, precision="fp32", num_targets=4):
+    """(ours, theirs) per target in chain mode: SAM 2 on [refs…, targets…], the labeler in order."""
+    prompts = _prompt_set(tmp_path, case)
+    targets = _targets(tmp_path, num_targets)
+    labeler = labeler_for(predictor, prompts, "chain", precision, num_targets=len(targets))
+    refs = [r.image for r in prompts.references]
+    theirs = sam2_video_outputs(predictor, prompts, refs + targets, tmp_path / "video", precision)
+    return [(labeler.predict(read_rgb(t)), theirs[len(refs) + i]) for i, t in enumerate(targets)]
+
+
+def video_res_logits(out, height=H, width=W) -> torch.Tensor:
+    """An `ObjectOutput`'s mask logits upsampled to the frame, as SAM 2's `_get_orig_video_res_output` does (CPU)."""
+    logits = F.interpolate(out.mask_logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+    return logits[0, 0].cpu()
 
 
 def _assert_equal(ours, theirs, height, width):
     assert set(ours) == set(theirs)
     for obj_id, out in ours.items():
-        logits = F.interpolate(out.mask_logits.float(), size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+        logits = video_res_logits(out, height, width)
         ref_logits, ref_score = theirs[obj_id]
         assert abs(out.score_logit - ref_score) < TOL, f"object {obj_id} score"
         torch.testing.assert_close(logits, ref_logits, atol=TOL, rtol=0, msg=f"object {obj_id} mask logits")
@@ -131,30 +176,23 @@ def _assert_equal(ours, theirs, height, width):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_refs_mode_equals_sam2_video_predictor(predictor, tmp_path, case):
-    prompts = _prompt_set(tmp_path, case)
-    targets = _targets(tmp_path, 2)
-    labeler = Sam2TargetLabeler(as_backend(predictor), prompts, memory="refs")
-    refs = [r.image for r in prompts.references]
-    for i, target in enumerate(targets):
-        theirs = sam2_video_outputs(predictor, prompts, refs + [target], tmp_path / f"video{i}")[len(refs)]
-        _assert_equal(labeler.predict(read_rgb(target)), theirs, H, W)
+    for ours, theirs in refs_mode_pairs(predictor, tmp_path, case, "fp32"):
+        _assert_equal(ours, theirs, H, W)
 
 
-@pytest.mark.parametrize("case", ["box", "box_brush_paint_erase", "two_objects_one_batch", "three_objects_subsets"])
+CHAIN_CASES = ["box", "box_brush_paint_erase", "two_objects_one_batch", "three_objects_subsets"]
+
+
+@pytest.mark.parametrize("case", CHAIN_CASES)
 def test_chain_mode_equals_sam2_video_predictor(predictor, tmp_path, case):
-    prompts = _prompt_set(tmp_path, case)
-    targets = _targets(tmp_path, 4)
-    labeler = Sam2TargetLabeler(as_backend(predictor), prompts, memory="chain", num_targets=len(targets))
-    refs = [r.image for r in prompts.references]
-    theirs = sam2_video_outputs(predictor, prompts, refs + targets, tmp_path / "video")
-    for i, target in enumerate(targets):
-        _assert_equal(labeler.predict(read_rgb(target)), theirs[len(refs) + i], H, W)
+    for ours, theirs in chain_mode_pairs(predictor, tmp_path, case, "fp32"):
+        _assert_equal(ours, theirs, H, W)
 
 
 def test_objects_differ_enough_to_catch_a_wrong_memory(predictor, tmp_path):
     """The fidelity tolerance is far below the difference between two objects' outputs."""
     prompts = _prompt_set(tmp_path, "three_objects_subsets")
-    outputs = Sam2TargetLabeler(as_backend(predictor), prompts).predict(read_rgb(_targets(tmp_path, 1)[0]))
+    outputs = Sam2TargetLabeler(as_backend(predictor, "fp32"), prompts).predict(read_rgb(_targets(tmp_path, 1)[0]))
     assert all(out.score_logit > 0 for out in outputs.values()), "test weights must keep objects visible"
     ids = sorted(outputs)
     for a, b in zip(ids, ids[1:]):
@@ -165,8 +203,8 @@ def test_objects_differ_enough_to_catch_a_wrong_memory(predictor, tmp_path):
 def test_refs_mode_target_does_not_depend_on_other_targets(predictor, tmp_path):
     prompts = _prompt_set(tmp_path, "box")
     a, b, c = (read_rgb(p) for p in _targets(tmp_path, 3))
-    first = Sam2TargetLabeler(as_backend(predictor), prompts).predict(c)
-    labeler = Sam2TargetLabeler(as_backend(predictor), prompts)
+    first = Sam2TargetLabeler(as_backend(predictor, "fp32"), prompts).predict(c)
+    labeler = Sam2TargetLabeler(as_backend(predictor, "fp32"), prompts)
     labeler.predict(a), labeler.predict(b)
     later = labeler.predict(c)
     for obj_id in first:
@@ -175,7 +213,7 @@ def test_refs_mode_target_does_not_depend_on_other_targets(predictor, tmp_path):
 
 def test_targets_of_other_sizes_get_masks_at_their_own_size(predictor, tmp_path):
     prompts = _prompt_set(tmp_path, "box")
-    labeler = Sam2TargetLabeler(as_backend(predictor), prompts)
+    labeler = Sam2TargetLabeler(as_backend(predictor, "fp32"), prompts)
     for size in [(500, 180), (97, 333)]:
         detections = labeler.label(synthetic_image(7, size=size))
         assert [d.mask.shape for d in detections] == [(size[1], size[0])]
@@ -187,7 +225,7 @@ def test_preview_is_the_conditioning_mask(predictor, tmp_path, case):
     prompts = _prompt_set(tmp_path, case)
     ref = prompts.references[0]
     obj = ref.objects[0]
-    preview = ReferencePreview(as_backend(predictor), read_rgb(ref.image))
+    preview = ReferencePreview(as_backend(predictor, "fp32"), read_rgb(ref.image))
     preview.mask(ObjectGuides(obj.id, points=[(10, 10)], labels=[1]))  # an earlier guide must not leak
     shown = preview.mask(obj)
 
@@ -214,7 +252,7 @@ def test_preview_is_the_conditioning_mask(predictor, tmp_path, case):
 def test_several_targets_in_one_forward_equal_one_at_a_time(predictor, tmp_path):
     """`--batch-size`: batched and unbatched refs-mode results agree within the fidelity tolerance."""
     prompts = _prompt_set(tmp_path, "two_objects_one_batch")
-    labeler = Sam2TargetLabeler(as_backend(predictor), prompts)
+    labeler = Sam2TargetLabeler(as_backend(predictor, "fp32"), prompts)
     assert [g.size for g in labeler._groups] == [2]
     rgbs = [read_rgb(p) for p in _targets(tmp_path, 3)]
     together = labeler.predict_many(rgbs)
@@ -241,7 +279,7 @@ def test_model_input_is_sam2_frame_loaders_bit_for_bit(tmp_path, size):
 
 def test_masks_are_each_objects_upsampled_logits_bit_for_bit(predictor, tmp_path):
     """All objects are upsampled in one call; each mask equals its own logits upsampled alone, > 0."""
-    labeler = Sam2TargetLabeler(as_backend(predictor), _prompt_set(tmp_path, "three_objects_subsets"))
+    labeler = Sam2TargetLabeler(as_backend(predictor, "fp32"), _prompt_set(tmp_path, "three_objects_subsets"))
     for size in [(W, H), (1280, 960), (97, 333)]:
         rgb = synthetic_image(8, size=size)
         outputs = labeler.predict(rgb)
