@@ -88,8 +88,8 @@ class Page:
             assert time.monotonic() < deadline, "no frame arrived"
             self.wait(10)
 
-    def settle(self, quiet_ms: int = 700, timeout: float = 30) -> None:
-        """Until no message has arrived for `quiet_ms` (the healing frame comes 250 ms after the last)."""
+    def settle(self, quiet_ms: int = 400, timeout: float = 30) -> None:
+        """Until no message has arrived for `quiet_ms`."""
         deadline = time.monotonic() + timeout
         count, since = len(self.received), time.monotonic()
         while time.monotonic() - since < quiet_ms / 1000:

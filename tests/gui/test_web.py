@@ -81,7 +81,7 @@ def in_page(context, preview=None):
     with serving(preview) as (host, windows):
         page = Page(context, host.url)
         page.wait_for_title("SmartSelector")
-        page.settle()
+        converges(page, host)
         yield host, windows[0], page
 
 
@@ -198,7 +198,7 @@ def test_the_browser_canvas_equals_the_server_buffer_after_quick_actions(context
     """Quick actions without waiting for frames: once the frames settle, the page's canvas equals the server's
     buffer pixel for pixel (the page draws every frame, in order, however close they come)."""
     with in_page(context) as (host, window, page):
-        assert np.array_equal(page.pixels(), server_pixels(host))
+        converges(page, host)
         # A burst: points, ID changes, the help box on and off, the brush and a quick stroke.
         for i, (x, y) in enumerate([(60, 60), (200, 80), (120, 180), (250, 200)]):
             page.click(*image_point(window, x, y), button="left" if i % 2 == 0 else "right")

@@ -99,7 +99,8 @@ class WebHost:
 
         self.call_soon(self._start, sequence, on_end)
         while not over.wait(0.25):  # with a timeout, so Ctrl-C reaches this thread
-            pass
+            if self._thread is None:
+                return  # closed meanwhile (by another thread): no more windows
         if ended[0] is not None:
             raise ended[0]
 
@@ -128,8 +129,8 @@ class WebHost:
         if self._thread is None or self._loop is None:
             return
         self.call_soon(self._end)
-        self._thread.join(timeout=10)
-        self._thread = None
+        thread, self._thread = self._thread, None
+        thread.join(timeout=10)
 
     # ----- on the server's thread ---------------------------------------------------------------
     async def _serve(self, listeners, ready: threading.Event) -> None:
