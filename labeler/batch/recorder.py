@@ -109,7 +109,7 @@ class BatchRecorder:
         self.stems = output_stems(targets)
         self.todo, self.reviewed = targets_to_label(self.manifest, targets, self.stems, run_fingerprint, force, memory)
         self.interrupted = False
-        self.labeled = self.failed = 0
+        self.labeled = self.failed = self.accepted = 0
         self._waiting: dict[int, TargetRecord | None] = {}  # to-do position -> record, until its turn
         self._committed = 0  # positions below this are recorded
         self._last_save = time.monotonic()
@@ -151,8 +151,9 @@ class BatchRecorder:
             log.error("skipped %s: %s", record.name, record.error)
         self._waiting[position] = record
         self._bar.update(1)
+        self.accepted += 1  # not the bar's count: a disabled bar (progress=False) counts nothing
         if self.on_progress is not None:
-            self.on_progress(self._bar.n, len(self.todo))
+            self.on_progress(self.accepted, len(self.todo))
         self.commit()
 
     def commit(self, everything: bool = False) -> None:

@@ -45,3 +45,16 @@ def test_parallel_reading_and_writing_gives_the_serial_folder_byte_for_byte(pred
         assert len(writers) == 1 if workers == 1 else len(writers) >= 2, writers
         folders[workers] = _files(out)
     assert folders[3] == folders[1]  # manifest.json too: records keep the targets' order
+
+
+def test_on_progress_counts_every_target_with_the_progress_bar_off(tmp_path):
+    """`on_progress` (the web page's progress line) counts targets itself: with `progress=False` (--quiet)
+    tqdm's disabled bar counts nothing."""
+    _, target_dir = make_inputs(tmp_path)
+    targets = list_images(target_dir)
+    calls = []
+    with BatchRecorder(tmp_path / "out", targets, {1: "a"}, "fp", progress=False,
+                       on_progress=lambda done, total: calls.append((done, total))) as recorder:
+        for position in range(len(recorder.todo)):
+            recorder.accept(position, None)
+    assert calls == [(i, len(targets)) for i in range(1, len(targets) + 1)]

@@ -65,7 +65,7 @@ class NotebookHost:
 
     def start(self, sequence, on_end) -> None:
         """Show the sequence's windows one after another, without waiting (see `hosts.show_in_turn`)."""
-        show_in_turn(sequence, self._next_figure, self._loop.call_soon_threadsafe, on_end)
+        show_in_turn(sequence, lambda: self.figure, self._loop.call_soon_threadsafe, on_end)
 
     def run(self, sequence) -> None:
         raise UsageError("a notebook can't wait for its windows (the kernel handles their events only between "
@@ -96,10 +96,6 @@ class NotebookHost:
     def reporting(self):
         return contextlib.nullcontext()
 
-    def _next_figure(self):
-        # The next window is built on the figure right after this returns; then it is drawn whole.
-        self._loop.call_soon_threadsafe(self.canvas.draw_idle)
-        return self.figure
 
 
 def require_ipympl() -> None:
