@@ -21,7 +21,7 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-out")
     result = subprocess.run(
         ["bash", str(ROOT / "benchmarks/gpu/run.sh"), "--device", "cpu", "--image-size", "64", "--targets",
-         str(TARGETS), "--batch-sizes", ",".join(map(str, BATCH_SIZES)), "--tests", "tests/models/sam2/test_cuda.py",
+         str(TARGETS), "--batch-sizes", ",".join(map(str, BATCH_SIZES)), "--tests", "tests/models/sam2/cuda_checks.py",
          "--budget", "120"],
         cwd=ROOT, env={**os.environ, "OUT": str(out)}, capture_output=True, text=True, timeout=300,
     )
@@ -35,7 +35,7 @@ def test_the_script_succeeds_and_records_every_step(run):
     assert record["device"] == "cpu"
     assert (record["install"]["mode"], record["install"]["status"]) == ("already-importable", 0)
     tests = record["tests"]
-    assert tests["status"] == 0 and tests["paths"] == ["tests/models/sam2/test_cuda.py"]
+    assert tests["status"] == 0 and tests["paths"] == ["tests/models/sam2/cuda_checks.py"]
     assert tests["counts"]["tests"] > 0 and tests["counts"]["failures"] == tests["counts"]["errors"] == 0
     import torch
 

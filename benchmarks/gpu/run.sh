@@ -11,13 +11,13 @@
 #
 # On the device:  bash benchmarks/gpu/run.sh      (carry benchmarks/gpu/wheels and benchmarks/gpu/data)
 # Checked here:   bash benchmarks/gpu/run.sh --device cpu --image-size 64 --targets 4 --batch-sizes 1,2 \
-#                      --tests tests/models/sam2/test_cuda.py
+#                      --tests tests/models/sam2/cuda_checks.py
 # Options: --device cuda|cpu  --image-size N  --targets N  --batch-sizes LIST  --tests "PATHS"  --budget SECONDS
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 DEVICE=cuda IMAGE_SIZE=1024 TARGETS=256 BATCH_SIZES=1,4,16 BUDGET=470
-TESTS="tests/models/sam2/test_cuda.py tests/models/test_precision.py tests/models/sam2/test_fidelity_bf16.py"
+TESTS="tests/models/sam2/cuda_checks.py tests/models/test_precision.py tests/models/sam2/test_fidelity_bf16.py"
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE=$2 ;;

@@ -83,7 +83,9 @@ def test_every_readable_image_is_labeled_upright_and_the_rest_recorded(test_chec
     for name, (w, h) in valid.items():
         stem = stems.get(name, Path(name).stem)
         assert Image.open(out / "labels" / f"{stem}.png").size == (w, h), name
-    check_outputs(out, sorted((tmp_path / "targets" / n) for n in valid), [1, 2])
+    # Every file of every image but the 108-megapixel one (its label map's size is checked above):
+    # decoding its masks and overlay again would take this test half a minute.
+    check_outputs(out, sorted((tmp_path / "targets" / n) for n in valid if n != "huge.jpg"), [1, 2])
     for name in unreadable + ["inside.jpg", ".hidden.jpg"]:
         assert not list(out.glob(f"*/{Path(name).stem}*")), name
     assert "3 failed" in result.stderr

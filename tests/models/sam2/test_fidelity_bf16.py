@@ -1,6 +1,6 @@
 """Under bf16 (`--precision bf16`) the core matches SAM 2's own SAM2VideoPredictor run under the same
 `torch.autocast("cpu", dtype=torch.bfloat16)`, for the guide kinds and memory modes test_fidelity.py checks
-in float32, with that module's reference runs on a JPEG folder.
+in float32, with reference_runs.py's runs on a JPEG folder and its bf16 bounds (MIN_IOU, MEAN_TOL, SCORE_TOL).
 
 The tolerance is bf16's, not float32's. bf16 keeps 8 significant bits, so where the labeler runs several
 objects in one forward (objects guided on the same references, refs mode), its kernels round in other
@@ -22,15 +22,21 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_fidelity import (
+from reference_runs import (
     CHAIN_CASES,
-    _prompt_set,
-    _sam2_video_outputs,
-    _targets,
+    MEAN_TOL,
+    MIN_IOU,
+    SCORE_TOL,
+    assert_close_bf16,
     chain_mode_pairs,
+    deviation,
     labeler_for,
+    prompt_set,
     refs_mode_pairs,
+    sam2_outputs_as_they_are,
+    target_images,
     video_res_logits,
+    within_bf16_tolerance,
 )
 
 from labeler.models.common import cpu_has_native_bf16
@@ -38,10 +44,6 @@ from labeler.models.sam2.build import build_predictor
 from labeler.utils.images import read_rgb
 
 SIZE = 64
-MIN_IOU = 0.9  # masks' IoU, labeler vs SAM 2 (see the module docstring for what was observed)
-MEAN_TOL = 0.15  # mean |logit difference| / mean |logit|
-SCORE_TOL = 0.05  # object-score logits: ~3 bf16 steps at the test checkpoint's scores (~3.0; observed: equal)
-
 # The float32 tests' guide kinds: box, points with a negative, box plus points, brush only, box plus paint and
 # erase, two objects (one batch), objects on different subsets of the references.
 REFS_CASES = ["box", "points_with_negative", "box_and_points", "brush_only", "box_brush_paint_erase",
@@ -79,31 +81,6 @@ def _fast_emulated_grouped_convs(model) -> None:
             conv.forward = forward
 
 
-def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    union = (a | b).sum().item()
-    return 1.0 if union == 0 else (a & b).sum().item() / union
-
-
-def deviation(logits: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    """(masks' IoU, mean |difference| / mean |ref|) of two logit maps."""
-    logits, ref = logits.float(), ref.float()
-    return _iou(logits > 0, ref > 0), ((logits - ref).abs().mean() / ref.abs().mean().clamp(min=1e-6)).item()
-
-
-def within_bf16_tolerance(logits, ref) -> bool:
-    iou, mean = deviation(logits, ref)
-    return iou >= MIN_IOU and mean <= MEAN_TOL
-
-
-def assert_close_bf16(ours, theirs):
-    assert set(ours) == set(theirs)
-    for obj_id, out in ours.items():
-        ref_logits, ref_score = theirs[obj_id]
-        iou, mean = deviation(video_res_logits(out), ref_logits)
-        assert abs(out.score_logit - ref_score) <= SCORE_TOL, f"object {obj_id} score {out.score_logit} vs {ref_score}"
-        assert iou >= MIN_IOU and mean <= MEAN_TOL, f"object {obj_id}: masks' IoU {iou:.4f}, mean difference {mean:.4f}"
-
-
 @pytest.mark.parametrize("case", REFS_CASES)
 def test_refs_mode_bf16_matches_sam2_under_autocast(predictor64, tmp_path, case):
     for ours, theirs in refs_mode_pairs(predictor64, tmp_path, case, "bf16", num_targets=1):
@@ -126,8 +103,8 @@ def test_chain_mode_bf16_matches_sam2_under_autocast(predictor64, tmp_path, case
 
 def test_several_targets_in_one_bf16_forward_match_one_at_a_time(predictor64, tmp_path):
     """`--batch-size 4` under bf16: four targets in one forward against each alone."""
-    labeler = labeler_for(predictor64, _prompt_set(tmp_path, "two_objects_one_batch"), "refs", "bf16")
-    rgbs = [read_rgb(p) for p in _targets(tmp_path, 4)]
+    labeler = labeler_for(predictor64, prompt_set(tmp_path, "two_objects_one_batch"), "refs", "bf16")
+    rgbs = [read_rgb(p) for p in target_images(tmp_path, 4)]
     together = labeler.predict_many(rgbs)
     for rgb, batched in zip(rgbs, together):
         for obj_id, alone in labeler.predict(rgb).items():
@@ -141,10 +118,10 @@ def test_memories_are_float32_without_autocast_and_as_sam2_stores_them_under_it(
     attention fails on them for an object tracked on a reference before the one it is guided on (so the
     labeler keeps them in float32 there); under bf16 autocast SAM 2 runs as it is, and the labeler keeps
     them in bf16, as stored."""
-    prompts = _prompt_set(tmp_path, "three_objects_subsets")
+    prompts = prompt_set(tmp_path, "three_objects_subsets")
     refs = [r.image for r in prompts.references]
     with pytest.raises(RuntimeError, match="same dtype"):
-        _sam2_video_outputs(predictor64, prompts, refs + _targets(tmp_path, 1), tmp_path / "video")
+        sam2_outputs_as_they_are(predictor64, prompts, refs + target_images(tmp_path, 1), tmp_path / "video")
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         labeler = labeler_for(predictor64, prompts, "chain", precision, num_targets=1)
         memories = [out["maskmem_features"] for per_obj in labeler._state["output_dict_per_obj"].values()

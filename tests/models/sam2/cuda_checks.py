@@ -1,16 +1,21 @@
-"""On CUDA (skipped without it): `auto` is bf16 there, and the labeler matches SAM 2's SAM2VideoPredictor on
-the GPU, under `torch.autocast("cuda", dtype=torch.bfloat16)` (bf16) and without it (fp32, TF32 off), with
-test_fidelity.py's reference runs and test_fidelity_bf16.py's bf16 tolerance.
+"""On CUDA: `auto` is bf16 there, and the labeler matches SAM 2's SAM2VideoPredictor on the GPU, under
+`torch.autocast("cuda", dtype=torch.bfloat16)` (bf16) and without it (fp32, TF32 off), with
+reference_runs.py's runs and bounds.
 
-Written without a GPU at hand: benchmarks/gpu/run.sh runs these on a GPU machine.
+Not a test_*.py file: the suite (on CPU machines) doesn't collect it; benchmarks/gpu/run.sh runs it on a
+GPU machine by name (`pytest tests/models/sam2/cuda_checks.py`). Elsewhere it skips: it needs CUDA.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from test_fidelity import _assert_equal, chain_mode_pairs, refs_mode_pairs
-from test_fidelity_bf16 import assert_close_bf16
+from reference_runs import (
+    assert_close_bf16,
+    assert_equal,
+    chain_mode_pairs,
+    refs_mode_pairs,
+)
 
 from labeler.models.backend import ModelSettings
 from labeler.models.sam2.backend import Sam2Backend
@@ -53,6 +58,6 @@ def test_cuda_bf16_matches_sam2_under_autocast(cuda_predictor, tmp_path, case):
 @pytest.mark.parametrize("case", CASES)
 def test_cuda_fp32_equals_sam2(cuda_predictor, tmp_path, no_tf32, case):
     for ours, theirs in refs_mode_pairs(cuda_predictor, tmp_path / "refs", case, "fp32", num_targets=2):
-        _assert_equal(ours, theirs, H, W)
+        assert_equal(ours, theirs, H, W)
     for ours, theirs in chain_mode_pairs(cuda_predictor, tmp_path / "chain", case, "fp32", num_targets=3):
-        _assert_equal(ours, theirs, H, W)
+        assert_equal(ours, theirs, H, W)
