@@ -196,9 +196,10 @@ def quality_report(output: str | os.PathLike, targets=None, seed: int = 0, margi
     # How many more audited targets the fix rate's interval needs.
     needed = targets_needed(overall["fixed"], n, margin)
     half = None if not n else (overall["fix_rate_ci"][1] - overall["fix_rate_ci"][0]) / 2
-    report["margin"] = {"margin": margin, "fix_rate_half_width": half, "audited_for_margin": needed,
-                        "more": max(0, needed - n),
-                        "command": f"python main.py review --audit {max(1, needed - n)} --output {output}"}
+    more = max(0, needed - n)
+    report["margin"] = {"margin": margin, "fix_rate_half_width": half, "audited_for_margin": needed, "more": more,
+                        "command": f"python main.py review --audit {min(more, u)} --output {output}"
+                        if more and u else None}
     report["worst_first"] = {
         "biased": True, "note": BIASED, "reviewed": len(worst),
         "overall": summarise(worst, None, intervals=False),
@@ -312,8 +313,14 @@ def describe(report: dict, output) -> list[str]:
     m = report["margin"]
     if m["more"]:
         width = "" if m["fix_rate_half_width"] is None else f"is ±{100 * m['fix_rate_half_width']:.1f} points; "
+        u = report["extrapolation"]["unreviewed"]
+        then = (f": {m['command']}" if m["more"] <= u else
+                f", more than the {u} unreviewed" + (f" (auditing them all: {m['command']})" if u else ""))
         lines.append(f"too few audited targets: the fix rate's interval {width}for ±{100 * m['margin']:.0f} "
-                     f"points audit about {m['more']} more: {m['command']}")
+                     f"points audit about {m['more']} more{then}")
+    if report["reviewed_without_record"]:
+        lines.append(f"{report['reviewed_without_record']} target(s) reviewed before reviews recorded their quality: "
+                     "left out")
     teach = report["teach"]
     if teach.get("target"):
         lines.append(f"teach: {teach['target']} (cosine distance {teach['distance']:.3f} to its nearest reference, "

@@ -100,7 +100,9 @@ def test_synthetic_reviews_give_exactly_the_reported_figures(out, caplog):
     assert set(report["threshold"]) == {"1", "2"}
     worst = report["worst_first"]
     assert worst["biased"] and worst["reviewed"] == 1 and worst["overall"]["false_positives"] == 1
-    assert report["margin"]["more"] > 0 and f"--audit {report['margin']['more']}" in text
+    m = report["margin"]
+    assert m["more"] > 1 and m["command"].endswith(f"review --audit 1 --output {out}")  # only 1 left to audit
+    assert f"audit about {m['more']} more, more than the 1 unreviewed (auditing them all: {m['command']})" in text
     # report.png gains the quality panel; without quality.json it is the plain sheet again.
     assert Image.open(out / "report.png").size[1] > sheet_size(6)[1]
     (out / "quality.json").unlink()
