@@ -249,7 +249,7 @@ def _teach_hint(review: Review, backend) -> str | None:
     if not any(r.review_state == "corrected" for r in review.records()):
         return None
     try:
-        return teach_suggestion(review, backend)["target"]
+        return teach_suggestion(review, backend, encode_missing=False)["target"]  # no encoding before the window
     except Exception as e:  # a suggestion is never worth a review that doesn't open
         log.warning("no teach suggestion: %s", e)
         return None

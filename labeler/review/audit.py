@@ -220,9 +220,10 @@ def _threshold_entry(found: dict, where: list, items: list[Outcome]) -> dict:
 
 
 # ----- which corrected target to teach ------------------------------------------------------------
-def pooled_features(backend, paths: list[Path], cache) -> tuple[np.ndarray, int, int]:
-    """(N, C) image-encoder features of `paths`, each the coarsest level's mean over the image, from the feature
-    cache where it holds them, else encoded here (and stored). Returns (features, from cache, encoded)."""
+def pooled_features(backend, paths: list[Path], cache, encode_missing: bool = True) -> tuple[list, int, int]:
+    """The image-encoder features of `paths`, each a (C,) array, the coarsest level's mean over the image: from
+    the feature cache where it holds them, else encoded here (and stored), or None with `encode_missing` False.
+    Returns (features, from cache, encoded)."""
     import torch
 
     from ..models.backend import encode
@@ -239,18 +240,24 @@ def pooled_features(backend, paths: list[Path], cache) -> tuple[np.ndarray, int,
         if entry is not None:
             levels = entry["levels"]
             hits += 1
+        elif not encode_missing:
+            vectors.append(None)
+            continue
         else:
             with torch.inference_mode():
                 out = encode(backend, [read_rgb(path)], cache, [h])
             levels = backend.split_features(out)[0][0]
             encoded += 1
         vectors.append(levels[-1].float().mean(dim=(0, 2, 3)).cpu().numpy())
-    return np.stack(vectors), hits, encoded
+    return vectors, hits, encoded
 
 
-def teach_suggestion(review: Review, backend=None, cache=None) -> dict:
+def teach_suggestion(review: Review, backend=None, cache=None, encode_missing: bool = True) -> dict:
     """Among the corrected targets not taught yet, the one least like every current reference (its pooled
-    image-encoder features farthest, by cosine distance, from the nearest reference's)."""
+    image-encoder features farthest, by cosine distance, from the nearest reference's).
+
+    backend: the model (None: built from the folder's settings). cache: the feature cache's folder (None:
+    the default; False: off). encode_missing=False: only images the cache holds count (the review window)."""
     candidates = [r for r in review.records() if r.review_state == "corrected" and not r.review.get("taught")
                   and not r.review.get("teach")]
     if not candidates:
@@ -266,8 +273,15 @@ def teach_suggestion(review: Review, backend=None, cache=None) -> dict:
     from ..batch.feature_cache import feature_cache_for
 
     features = feature_cache_for(cache, defaults.CACHE_SIZE_GB, backend)
-    refs, h1, e1 = pooled_features(backend, references, features)
-    cands, h2, e2 = pooled_features(backend, [r.path for r in candidates], features)
+    refs, h1, e1 = pooled_features(backend, references, features, encode_missing)
+    cands, h2, e2 = pooled_features(backend, [r.path for r in candidates], features, encode_missing)
+    references = [p for p, v in zip(references, refs) if v is not None]
+    candidates = [r for r, v in zip(candidates, cands) if v is not None]
+    if not references or not candidates:
+        return {"target": None, "why": "the feature cache holds no features of the references or the corrected "
+                                       "targets (python main.py quality encodes them)"}
+    refs = np.stack([v for v in refs if v is not None])
+    cands = np.stack([v for v in cands if v is not None])
     best, distance = farthest(refs, cands)
     nearest = np.argmin(1.0 - (cands[best] / np.linalg.norm(cands[best])) @
                         (refs / np.linalg.norm(refs, axis=1, keepdims=True)).T)

@@ -176,11 +176,13 @@ def test_the_teach_suggestion_picks_the_photos_the_references_do_not_cover(real_
     manifest.save()
     backend = as_backend(predictor, "fp32")
     cache = tmp_path / "features"
+    window = teach_suggestion(Review(out), backend, cache, encode_missing=False)  # the window: the cache only
+    assert window["target"] is None and "feature cache holds no features" in window["why"]
     first = teach_suggestion(Review(out), backend, cache)
     ranked = [c["target"] for c in first["candidates"]]
     assert set(ranked[:2]) == {"truck.jpg", "groceries.jpg"} and ranked[2] == "00048.jpg"
     assert first["target"] in ("truck.jpg", "groceries.jpg") and first["nearest_reference"] == "00000.jpg"
     assert first["features"] == {"from_cache": 0, "encoded": 4, "cache": True}
-    again = teach_suggestion(Review(out), backend, cache)  # now from the feature cache: nothing encoded
+    again = teach_suggestion(Review(out), backend, cache, encode_missing=False)  # now from the feature cache
     assert again["features"] == {"from_cache": 4, "encoded": 0, "cache": True}
     assert [c["target"] for c in again["candidates"]] == ranked
