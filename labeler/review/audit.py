@@ -119,9 +119,10 @@ def rerun_command(review: Review, output, threshold: float) -> str:
     """The command that relabels the unreviewed targets with `threshold` (reviewed ones are kept)."""
     s = review.settings
     options = {k: s.get(k) for k in ("model", "checkpoint", "image_size", "device", "precision", "memory")}
-    text = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items() if v is not None)
-    return (f"python main.py --headless --output {output} --targets {review.targets_dir} {text} "
-            f"--threshold {threshold:.4g}").replace("  ", " ")
+    if s.get("formats"):
+        options["formats"] = ",".join(s["formats"])
+    text = "".join(f" --{k.replace('_', '-')} {v}" for k, v in options.items() if v is not None)
+    return f"python main.py --headless --output {output} --targets {review.targets_dir}{text} --threshold {threshold}"
 
 
 def quality_report(output: str | os.PathLike, targets=None, seed: int = 0, margin: float = MARGIN,
@@ -354,7 +355,7 @@ def _threshold_line(name: str, t: dict) -> str:
     if t["suggested"] == t["current"]:
         return (f"threshold {name}: keep {t['current']:g} ({t['presence_errors_now']} presence error(s) on the "
                 f"audit; no threshold has fewer)")
-    return (f"threshold {name}: {t['current']:g} -> {t['suggested']:.4g} (score {t['suggested_score']:.3f}): "
+    return (f"threshold {name}: {t['current']:g} -> {t['suggested']} (score {t['suggested_score']:.3f}): "
             f"presence errors on the audit {t['presence_errors_now']} -> {t['presence_errors_suggested']}, "
             f"{len(t['changes'])} object(s) change")
 
@@ -390,7 +391,8 @@ def quality_command(argv: list[str], config: dict) -> int:
             raise UsageError(f"--margin {args.margin}: expected a number between 0 and 0.5")
         report = quality_report(args.output, args.targets, seed=args.seed, margin=args.margin,
                                 teach=not args.no_teach, cache=args.cache)
-        path = write_quality(args.output, report, args.targets)
+        with OutputFolder(args.output).lock():  # no batch or review writes the folder meanwhile
+            path = write_quality(args.output, report, args.targets)
     except UsageError as e:
         log.error("error: %s", e)
         return 2

@@ -168,7 +168,7 @@ def suggest_threshold(items: list[Outcome], current: float) -> dict:
     The errors are constant between consecutive distinct logits, so each such interval is tried once;
     among the intervals with the fewest errors the one nearest `current` is taken (`current` itself when
     it is among them: nothing changes for nothing), at its midpoint (1 beyond the lowest or highest logit
-    for an open end). Returns {"suggested", "current", "presence_errors_now", "presence_errors_suggested",
+    for an open end) rounded to the fewest decimals that stay inside it. Returns {"suggested", "current", "presence_errors_now", "presence_errors_suggested",
     "changed": indices of items whose presence it flips, "scored": outcomes with a logit}.
     """
     logits = np.unique([o.logit for o in items if o.logit is not None and not o.never])
@@ -188,11 +188,22 @@ def suggest_threshold(items: list[Outcome], current: float) -> dict:
         highs = np.concatenate([logits, [np.inf]])
         distance = np.maximum(0.0, np.maximum(lows - current, current - highs))
         choice = np.nonzero(errors == best)[0]
-        suggested = float(candidates[choice[np.argmin(distance[choice])]])
+        i = choice[np.argmin(distance[choice])]
+        suggested = _short_inside(float(lows[i]), float(highs[i]), float(candidates[i]))
     changed = [i for i, o in enumerate(items) if would_be_present(o, suggested) != would_be_present(o, current)]
     return {"suggested": float(suggested), "current": current, "presence_errors_now": now,
             "presence_errors_suggested": presence_errors(items, suggested), "changed": changed,
             "scored": sum(o.logit is not None for o in items)}
+
+
+def _short_inside(lo: float, hi: float, x: float) -> float:
+    """`x` rounded to the fewest decimals that keep it in [lo, hi) (a threshold that reads well and, typed
+    back as `--threshold`, makes the same decisions)."""
+    for digits in range(0, 12):
+        r = round(x, digits)
+        if lo <= r < hi:
+            return r
+    return x
 
 
 def farthest(references: np.ndarray, candidates: np.ndarray) -> tuple[int, np.ndarray]:

@@ -98,6 +98,10 @@ def test_synthetic_reviews_give_exactly_the_reported_figures(out, caplog):
     t = report["threshold"]["2"]
     assert (t["presence_errors_now"], t["current"]) == (1, 0.0) and t["presence_errors_suggested"] <= 1
     assert set(report["threshold"]) == {"1", "2"}
+    total = report["threshold_all_ids"]
+    assert (total["command"] is None) == (total["suggested"] == 0.0)
+    if total["command"]:
+        assert total["command"].endswith(f"--formats coco,yolo --threshold {total['suggested']}") and total["command"] in text
     worst = report["worst_first"]
     assert worst["biased"] and worst["reviewed"] == 1 and worst["overall"]["false_positives"] == 1
     m = report["margin"]

@@ -128,6 +128,8 @@ def check_against_brute_force(seed: int) -> bool:
     best, nearest = brute_force(items, current)
     assert found["presence_errors_suggested"] == best == presence_errors(items, found["suggested"])
     assert found["presence_errors_now"] == presence_errors(items, current) == sum(o.predicted != o.final for o in items)
+    # Short: the logits have two decimals, so a two-decimal threshold always lies in the chosen interval.
+    assert round(found["suggested"], 2) == found["suggested"]
     # The same decisions as the nearest best grid point: no logit lies between them.
     assert [lg > found["suggested"] for lg in logits] == [lg > nearest for lg in logits]
     assert found["changed"] == [i for i, lg in enumerate(logits) if (lg > found["suggested"]) != (lg > current)]
