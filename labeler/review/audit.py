@@ -206,7 +206,12 @@ def quality_report(output: str | os.PathLike, targets=None, seed: int = 0, margi
         "overall": summarise(worst, None, intervals=False),
         "ids": {str(k): summarise(worst, k, intervals=False) for k in sorted({k for t in worst for k in t})}}
     report["reviewed_without_record"] = untracked
-    report["teach"] = teach_suggestion(review, backend, cache) if teach else {"target": None, "why": "not asked"}
+    report["teach"] = {"target": None, "why": "not asked (--no-teach)"}
+    if teach:
+        try:
+            report["teach"] = teach_suggestion(review, backend, cache)
+        except UsageError as e:  # e.g. the folder's checkpoint is gone: the figures still stand
+            report["teach"] = {"target": None, "why": f"no model to compare the images with: {e}"}
     report["summary"] = describe(report, output)
     return report
 
@@ -375,7 +380,7 @@ def quality_command(argv: list[str], config: dict) -> int:
     """`python main.py quality [--output DIR]`: print the audit's figures and write quality.json."""
     p = argparse.ArgumentParser(prog="main.py quality", description="How good the batch's labels are, from a "
                                 "random audit (python main.py review --audit N): mean IoU, fix rate, false "
-                                "positives and negatives with 95%% intervals, the threshold the audit supports, "
+                                "positives and negatives with 95% intervals, the threshold the audit supports, "
                                 "the corrected target to teach. Writes OUTPUT/quality.json.")
     p.add_argument("--output", default=config.get("OUTPUT_DIR", "output"), help="output folder (default: %(default)s)")
     p.add_argument("--targets", help="target folder (default: the one the folder's manifest records)")

@@ -240,9 +240,10 @@ def test_the_real_window_under_xvfb_reviews_fixes_teaches_and_relabels(labeled_f
     assert json.loads((out / "prompts.json").read_text())["references"][-1]["image"].endswith(order[2])
 
 
-def test_an_audit_shows_its_sample_in_order_counts_it_in_the_title_and_resumes(out):
+def test_an_audit_shows_its_sample_in_order_counts_it_in_the_title_and_resumes(out, test_checkpoint):
     """`review --audit 3`: the sample's random order, `audit k/3` in the title, a reopened window starts at the
-    first target not reviewed yet; the teach hint is in the title. No model: accepting needs no preview."""
+    first target not reviewed yet, as `review --audit` does; the teach hint is in the title. The windows made
+    here have no model: accepting needs no preview."""
     from types import SimpleNamespace
 
     no_model = SimpleNamespace(preview=lambda rgb: None)
@@ -261,3 +262,16 @@ def test_an_audit_shows_its_sample_in_order_counts_it_in_the_title_and_resumes(o
             assert again.record.name == sample[1] and "(audit 2/3)" in again.title_text.get_text()
         finally:
             plt.close(fig)
+    # `python main.py review --audit 3` resumes it where it stopped.
+    from labeler.gui.review_window import review_command
+
+    seen = []
+
+    def person(window):
+        seen.append(window.title_text.get_text())
+        Driver(window).key("enter")
+        Driver(window).key("q")
+
+    assert review_command(["--output", str(out), "--audit", "3", "--checkpoint", str(test_checkpoint)], {},
+                          host=ScriptedHost(person)) == 0
+    assert seen[0].startswith(f"Review — {sample[1]} (audit 2/3)") and state_of(out, sample[1]) == "accepted"
