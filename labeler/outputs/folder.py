@@ -7,10 +7,11 @@ Layout (under the folder): `id_masks/<stem>_id<k>.png`, `masks/<stem>.png`, `lab
 `manifest.json` records the run's settings and, per target, the fingerprint it was labeled with,
 its file's content hash and its results as typed records (full-precision logits): a rerun skips
 targets labeled with the same fingerprint, and exports, the review sheet and meshes read the
-records back. `results.csv` is one rendering of them. A review's audits (`python main.py review --audit N`)
-are one more top-level field, `audits`, written only once there is one (a plain batch's manifest has none). Version 1 manifests (results.csv rows)
-are still read. Nothing in it depends on where the folder or the targets lie, or on file times,
-so a batch resumes on another machine or after the folder moved.
+records back. `results.csv` is one rendering of them. A review's audits (`python main.py review
+--audit N`) are one more top-level field, `audits`, written only once there is one (a plain batch's
+manifest has none). Version 1 manifests (results.csv rows) are still read. Nothing in it depends on
+where the folder or the targets lie, or on file times, so a batch resumes on another machine or after
+the folder moved.
 
 Usage:
     folder = OutputFolder("output")

@@ -33,7 +33,14 @@ from .. import defaults
 from ..errors import UsageError
 from ..outputs.folder import OutputFolder, sigmoid
 from ..utils.files import atomic_write_text
-from .quality import RESAMPLES, Outcome, farthest, summarise, suggest_threshold, targets_needed
+from .quality import (
+    RESAMPLES,
+    Outcome,
+    farthest,
+    suggest_threshold,
+    summarise,
+    targets_needed,
+)
 from .session import Review
 
 log = logging.getLogger("labeler")
@@ -329,7 +336,8 @@ def describe(report: dict, output) -> list[str]:
         total = report["threshold_all_ids"]
         lines.append(_threshold_line("all IDs (--threshold is one for all)", total))
         if total["command"]:
-            lines.append(f"  rerun with it (cached features make it cheap; reviewed targets are kept): {total['command']}")
+            lines.append("  rerun with it (cached features make it cheap; reviewed targets are kept): "
+                         + total["command"])
     m = report["margin"]
     if m["more"]:
         width = "" if m["fix_rate_half_width"] is None else f"is ±{100 * m['fix_rate_half_width']:.1f} points; "

@@ -168,8 +168,9 @@ def suggest_threshold(items: list[Outcome], current: float) -> dict:
     The errors are constant between consecutive distinct logits, so each such interval is tried once;
     among the intervals with the fewest errors the one nearest `current` is taken (`current` itself when
     it is among them: nothing changes for nothing), at its midpoint (1 beyond the lowest or highest logit
-    for an open end) rounded to the fewest decimals that stay inside it. Returns {"suggested", "current", "presence_errors_now", "presence_errors_suggested",
-    "changed": indices of items whose presence it flips, "scored": outcomes with a logit}.
+    for an open end) rounded to the fewest decimals that stay inside it. Returns {"suggested", "current",
+    "presence_errors_now", "presence_errors_suggested", "changed": indices of items whose presence it
+    flips, "scored": outcomes with a logit}.
     """
     logits = np.unique([o.logit for o in items if o.logit is not None and not o.never])
     now = presence_errors(items, current)

@@ -101,7 +101,8 @@ def test_synthetic_reviews_give_exactly_the_reported_figures(out, caplog):
     total = report["threshold_all_ids"]
     assert (total["command"] is None) == (total["suggested"] == 0.0)
     if total["command"]:
-        assert total["command"].endswith(f"--formats coco,yolo --threshold {total['suggested']}") and total["command"] in text
+        assert total["command"].endswith(f"--formats coco,yolo --threshold {total['suggested']}")
+        assert total["command"] in text
     worst = report["worst_first"]
     assert worst["biased"] and worst["reviewed"] == 1 and worst["overall"]["false_positives"] == 1
     m = report["margin"]
