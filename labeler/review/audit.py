@@ -40,6 +40,7 @@ from .quality import (
     suggest_threshold,
     summarise,
     targets_needed,
+    would_be_present,
 )
 from .session import Review
 
@@ -224,8 +225,10 @@ def quality_report(output: str | os.PathLike, targets=None, seed: int = 0, margi
 
 
 def _threshold_entry(found: dict, where: list, items: list[Outcome]) -> dict:
-    changed = [{"target": where[i][0], "id": where[i][1], "found_now": items[i].predicted,
-                "found_then": not items[i].predicted, "final": items[i].final} for i in found["changed"]]
+    changed = [{"target": where[i][0], "id": where[i][1],
+                "found_now": would_be_present(items[i], found["current"]),
+                "found_suggested": would_be_present(items[i], found["suggested"]), "final": items[i].final}
+               for i in found["changed"]]
     return {"suggested": found["suggested"], "suggested_score": sigmoid(found["suggested"]),
             "current": found["current"], "presence_errors_now": found["presence_errors_now"],
             "presence_errors_suggested": found["presence_errors_suggested"], "changes": changed,
