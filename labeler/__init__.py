@@ -28,9 +28,11 @@ _WHERE = {
     "PromptError": "prompts.prompt_set",
     "PromptSet": "prompts.prompt_set",
     "ReferenceGuides": "types.guides",
+    "Review": "review.session",
     "UsageError": "errors",
     "guide_in_notebook": "gui.notebook",
     "label_batch": "batch.pipeline",
+    "quality_report": "review.audit",
     "review_in_notebook": "gui.notebook",
 }
 __all__ = sorted(_WHERE)

@@ -75,7 +75,8 @@ OPTIONS = {
 CLI_DEFAULTS = {"PROMPTS": None, "REFERENCE_DIR": "refs", "TARGET_DIR": "targets", "OUTPUT_DIR": "output",
                 **WEB_DEFAULTS}
 COMMANDS = ("commands:\n  download    fetch a SAM 2.1 checkpoint into checkpoints/ (download --help)\n"
-            "  review      review and correct a labeled output folder, worst first (review --help)\n"
+            "  review      review and correct a labeled output folder, worst first; --audit N: N at random\n"
+            "  quality     how good the labels are, from the audit: quality.json (quality --help)\n"
             "  cache       the feature cache's size and entries; cache --clear empties it")
 
 
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None, config_path: Path | None = None) -> int:
     if argv[:1] == ["review"]:
         from .gui.review_window import review_command
         return review_command(argv[1:], config)
+    if argv[:1] == ["quality"]:
+        from .review.audit import quality_command
+        return quality_command(argv[1:], config)
     if argv[:1] == ["cache"]:
         from .batch.feature_cache import cache_command
         return cache_command(argv[1:], config.get("CACHE") or None)

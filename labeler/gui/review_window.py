@@ -6,7 +6,11 @@ starts a fix from them, with the SmartSelector's guide controls (`keys.GUIDE_KEY
 edits the masks directly, a box or points re-prompt SAM 2 on this target for the current ID (live
 preview), paint and erase apply on top. `Enter` saves the correction, `Esc` drops it.
 
-Usage: `python main.py review [--output DIR] [--clear [NAME ...]] [--no-relabel]`.
+With `--audit N` (`audit=` here) the window shows an audit's targets instead, in their random order,
+starting at the first not reviewed yet; the title counts them (`audit 7/30`). The title names the
+corrected target the quality report would teach (`teach? NAME`), where there is one.
+
+Usage: `python main.py review [--output DIR] [--audit N [--seed S]] [--clear [NAME ...]] [--no-relabel]`.
 """
 
 from __future__ import annotations
@@ -36,13 +40,18 @@ class ReviewWindow:
     `on_done` is called once when the review ends (Q, or the figure closed).
     """
 
-    def __init__(self, figure, review: Review, backend, encoder: ThreadPoolExecutor | None = None):
+    def __init__(self, figure, review: Review, backend, encoder: ThreadPoolExecutor | None = None,
+                 audit: list | None = None, teach_hint: str | None = None):
+        """audit: an audit's records (`Review.audit`), shown in their order instead of worst first.
+        teach_hint: the corrected target the quality report suggests teaching, named in the title."""
         self.fig = figure
         self.review = review
         self.backend = backend
         self.encoder = encoder
-        self.names = [r.name for r in review.order()]
-        self.index = 0
+        self.audit = audit is not None
+        self.teach_hint = teach_hint
+        self.names = [r.name for r in (audit if audit is not None else review.order())]
+        self.index = next((i for i, r in enumerate(audit) if not r.review), 0) if audit else 0
         self.fixing = False
         self.teach_pending: set[str] = set()
         self.ended = False
@@ -73,8 +82,14 @@ class ReviewWindow:
         mark = "" if not self.record.review else f" [{self.record.review_state}]"
         look = " · look again: new object IDs" if self.record.review and self.review.needs_look(self.record) else ""
         fixing = " · FIX: Enter saves, Esc drops" if self.fixing else ""
-        return (f"Review — {self.record.name}{mark} ({self.index + 1}/{len(self.names)}) · reviewed "
-                f"{c['reviewed']}/{c['targets']} · {c['corrected']} corrected · {c['taught']} taught{look}{fixing}")
+        where = f"{self.index + 1}/{len(self.names)}"
+        if self.audit:
+            left = sum(self.review.record(n).review is None for n in self.names)
+            where = f"audit {where}" + (", audit done: Q ends, then python main.py quality" if not left else "")
+        hint = f" · teach? {self.teach_hint}" if self.teach_hint else ""
+        return (f"Review — {self.record.name}{mark} ({where}) · reviewed "
+                f"{c['reviewed']}/{c['targets']} · {c['corrected']} corrected · {c['taught']} taught{look}{hint}"
+                f"{fixing}")
 
     def _slot_note(self, state: GuideState, obj_id: int) -> str:
         """An ID's second sidebar line: found or not, the score, whether the fix edited it."""
@@ -199,6 +214,9 @@ def review_command(argv: list[str], config: dict, host=None) -> int:
     p.add_argument("--targets", help="target folder (default: the one the folder's manifest records)")
     p.add_argument("--clear", nargs="*", metavar="NAME", help="drop the reviews (all, or of these target files)")
     p.add_argument("--no-relabel", action="store_true", help="after teaching, don't relabel the unreviewed targets")
+    p.add_argument("--audit", type=int, metavar="N", help="an audit: N unreviewed targets drawn at random, in random "
+                   "order (an unfinished audit resumes); then `python main.py quality`")
+    p.add_argument("--seed", type=int, help="the audit's random seed (default: a new one, recorded in the manifest)")
     p.add_argument("--model", choices=model_names(), help=f"model (default: the folder's, else {defaults.MODEL})")
     p.add_argument("--checkpoint", metavar="PATH", help="checkpoint, or 'none' (default: the folder's)")
     p.add_argument("--image-size", type=int, metavar="N", help="model input size (default: the folder's)")
@@ -209,6 +227,8 @@ def review_command(argv: list[str], config: dict, host=None) -> int:
         p.add_argument(flag, dest=name.lower(), default=default, **{**kwargs, "help": f"{kwargs['help']} (default: {default})"})
     args = p.parse_args(argv)
     try:
+        if args.audit is not None and args.audit < 1:
+            raise UsageError(f"--audit {args.audit}: must be at least 1")
         if args.clear is not None:
             with Review.open(args.output, args.targets) as review:
                 log.info("dropped %d review(s)", review.clear(args.clear or None))
@@ -220,6 +240,19 @@ def review_command(argv: list[str], config: dict, host=None) -> int:
     except UsageError as e:
         log.error("error: %s", e)
         return 2
+
+
+def _teach_hint(review: Review, backend) -> str | None:
+    """The corrected target least like any reference, from the feature cache's entries (or None)."""
+    from ..review.audit import teach_suggestion
+
+    if not any(r.review_state == "corrected" for r in review.records()):
+        return None
+    try:
+        return teach_suggestion(review, backend, encode_missing=False)["target"]  # no encoding before the window
+    except Exception as e:  # a suggestion is never worth a review that doesn't open
+        log.warning("no teach suggestion: %s", e)
+        return None
 
 
 def _review(args, host) -> int:
@@ -235,12 +268,19 @@ def _review(args, host) -> int:
         if not review.records():
             log.info("nothing to review in %s", args.output)
             return 0
+        audit = review.audit(args.audit, args.seed) if args.audit is not None else None  # saved before it shows
         backend = build_backend(ModelSettings(settings["model"], settings["checkpoint"], settings["image_size"],
                                               resolve_device(settings["device"]).type, settings["precision"]))
+        hint = _teach_hint(review, backend)
         encoder = ThreadPoolExecutor(1, "embed")
-        host.run(OneWindow(lambda figure: ReviewWindow(figure, review, backend, encoder)))
+        host.run(OneWindow(lambda figure: ReviewWindow(figure, review, backend, encoder, audit, hint)))
         encoder.shutdown(wait=False)
         log.info("reviewed %d of %d targets", review.counts()["reviewed"], review.counts()["targets"])
+        if audit is not None:
+            left = sum(review.record(r.name).review is None for r in audit)
+            log.info("audit: %d of %d reviewed%s; its figures: python main.py quality --output %s", len(audit) - left,
+                     len(audit), f" (python main.py review --audit {args.audit} resumes it)" if left else "",
+                     args.output)
         prompts = review.finish()
     if prompts is None:
         return 0

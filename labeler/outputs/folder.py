@@ -2,14 +2,16 @@
 
 Layout (under the folder): `id_masks/<stem>_id<k>.png`, `masks/<stem>.png`, `labels/<stem>.png`,
 `overlays/<stem>.jpg`, `bboxes/<stem>.txt`, `results.csv`, `manifest.json`, `prompts.json`,
-`report.png`, `coco.json`, `yolo/`, `meshes/<stem>_id<k>.glb|.ply`.
+`report.png`, `quality.json` (`python main.py quality`), `coco.json`, `yolo/`, `meshes/<stem>_id<k>.glb|.ply`.
 
 `manifest.json` records the run's settings and, per target, the fingerprint it was labeled with,
 its file's content hash and its results as typed records (full-precision logits): a rerun skips
 targets labeled with the same fingerprint, and exports, the review sheet and meshes read the
-records back. `results.csv` is one rendering of them. Version 1 manifests (results.csv rows)
-are still read. Nothing in it depends on where the folder or the targets lie, or on file times,
-so a batch resumes on another machine or after the folder moved.
+records back. `results.csv` is one rendering of them. A review's audits (`python main.py review
+--audit N`) are one more top-level field, `audits`, written only once there is one (a plain batch's
+manifest has none). Version 1 manifests (results.csv rows) are still read. Nothing in it depends on
+where the folder or the targets lie, or on file times, so a batch resumes on another machine or after
+the folder moved.
 
 Usage:
     folder = OutputFolder("output")
@@ -133,10 +135,12 @@ def _objects_from_v1_rows(rows: list[dict]) -> tuple[list[ObjectRecord], str]:
 class Manifest:
     """The run's settings and, per target (by file name), fingerprint, file identity and record."""
 
-    def __init__(self, path: Path, entries: dict[str, dict] | None = None, settings: dict | None = None):
+    def __init__(self, path: Path, entries: dict[str, dict] | None = None, settings: dict | None = None,
+                 audits: list[dict] | None = None):
         self.path = Path(path)
         self.entries = entries or {}
         self.settings = settings or {}
+        self.audits = audits or []  # the review's random audits: [{"seed", "size", "pool", "time", "sample"}]
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -157,7 +161,10 @@ class Manifest:
                     entry["objects"] = [ObjectRecord(o["id"], o["logit"], o["present"], o["area"],
                                                      tuple(o["bbox"]) if o["bbox"] else None)
                                         for o in entry["objects"]]
-            return cls(path, entries, data.get("settings"))
+            audits = data.get("audits", [])
+            if not isinstance(audits, list):
+                raise ValueError(f"audits is a {type(audits).__name__}, not a list")
+            return cls(path, entries, data.get("settings"), audits)
         except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
             log.warning("%s can't be read (%s); every target will be labeled again", path, e)
             return cls(path)
@@ -231,6 +238,8 @@ class Manifest:
             for name, entry in sorted(self.entries.items())  # one order, whichever executor recorded first
         }
         data = {"version": MANIFEST_VERSION, "settings": self.settings, "targets": targets}
+        if self.audits:
+            data["audits"] = self.audits
         atomic_write_text(self.path, json.dumps(data, indent=1) + "\n")
 
 
@@ -246,6 +255,7 @@ class OutputFolder:
         self.results_csv = self.root / "results.csv"
         self.prompts_json = self.root / "prompts.json"
         self.report_png = self.root / "report.png"
+        self.quality_json = self.root / "quality.json"
         self.coco_json = self.root / "coco.json"
         self.yolo = self.root / "yolo"
         self.meshes = self.root / "meshes"

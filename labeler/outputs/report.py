@@ -4,7 +4,9 @@ Top: per object ID, on how many labeled targets it was found (bars), and the sco
 found (histogram, one bar colour per ID). Below: the targets' overlays, the target whose lowest
 object score is lowest first - those most likely to need a look. A target on which no object was
 found counts as score 0, so it comes first (a miss is what a review should catch). At most
-MAX_SHOWN (48) thumbnails; the sheet says how many of how many are shown.
+MAX_SHOWN (48) thumbnails; the sheet says how many of how many are shown. Where the folder holds a
+quality.json (`python main.py quality`), its summary lines are a panel under the thumbnails; without
+one the sheet is what it always was.
 
 Built after the batch from the output folder (manifest records, overlays/<stem>.jpg read one at a
 time), drawn with matplotlib's Agg canvas: no pyplot, no GUI backend. The sheet is SHEET_WIDTH
@@ -50,10 +52,25 @@ def review_order(items: list[TargetRecord], limit: int = MAX_SHOWN) -> list[Targ
     return sorted(items, key=min_score)[:limit]
 
 
-def sheet_size(shown: int) -> tuple[int, int]:
-    """(width, height) in pixels of a sheet with `shown` thumbnails."""
+QUALITY_LINE_H = 17  # pixels per line of the quality panel
+
+
+def sheet_size(shown: int, quality_lines: int = 0) -> tuple[int, int]:
+    """(width, height) in pixels of a sheet with `shown` thumbnails (and a quality panel of that many lines)."""
     rows = math.ceil(shown / COLUMNS)
-    return SHEET_WIDTH, TITLE_H + PANEL_H + rows * CELL_H + BOTTOM
+    panel = (30 + quality_lines * QUALITY_LINE_H) if quality_lines else 0
+    return SHEET_WIDTH, TITLE_H + PANEL_H + rows * CELL_H + panel + BOTTOM
+
+
+def read_quality_lines(folder: OutputFolder) -> list[str]:
+    """The summary lines of the folder's quality.json; none when it has none (or it can't be read)."""
+    import json
+
+    try:
+        lines = json.loads(folder.quality_json.read_text(encoding="utf-8")).get("summary", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(line) for line in lines] if isinstance(lines, list) else []
 
 
 def _thumbnail(path: Path) -> np.ndarray | None:
@@ -133,14 +150,15 @@ def _panel(fig, items: list[TargetRecord], classes: dict[int, str], object_ids: 
 
 
 def render_report(output_dir: str | os.PathLike, items: list[TargetRecord], classes: dict[int, str],
-                  object_ids: list[int], total: int, failed: int, limit: int = MAX_SHOWN) -> bytes:
-    """The sheet as PNG bytes."""
+                  object_ids: list[int], total: int, failed: int, limit: int = MAX_SHOWN,
+                  quality_lines: list[str] = ()) -> bytes:
+    """The sheet as PNG bytes; `quality_lines`: the audit's summary, a panel under the thumbnails."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     folder = OutputFolder(output_dir)
     shown = review_order(items, limit)
-    width, height = sheet_size(len(shown))
+    width, height = sheet_size(len(shown), len(quality_lines))
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
     FigureCanvasAgg(fig)
     title = f"Review sheet: {len(items)} of {total} targets labeled"
@@ -170,6 +188,13 @@ def render_report(output_dir: str | os.PathLike, items: list[TargetRecord], clas
         # The caption right under the image; red where nothing was found.
         fig.text((x0 + CELL_W / 2) / width, 1 - (image_bottom + 4) / height, _caption(item), ha="center",
                  va="top", fontsize=7.5, linespacing=1.3, color="black" if item.present else "#b00000")
+    if quality_lines:
+        top = grid_top + math.ceil(len(shown) / COLUMNS) * CELL_H + 8
+        fig.text(20 / width, 1 - top / height, "quality of the labels, from the audit (quality.json):", ha="left",
+                 va="top", fontsize=10, weight="bold")
+        for i, line in enumerate(quality_lines):
+            fig.text(20 / width, 1 - (top + 22 + i * QUALITY_LINE_H) / height, _shorten(line, 250), ha="left",
+                     va="top", fontsize=8, color="0.15")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
@@ -183,5 +208,7 @@ def write_report(output_dir: str | os.PathLike, targets: list[Path], classes: di
     items = manifest.labeled(targets)
     failed = sum(r.status == "failed" for r in manifest.records(targets))
     ids = all_object_ids(items, object_ids)
-    atomic_write_bytes(folder.report_png, render_report(folder.root, items, classes, ids, len(targets), failed, limit))
+    lines = read_quality_lines(folder)
+    atomic_write_bytes(folder.report_png, render_report(folder.root, items, classes, ids, len(targets), failed, limit,
+                                                        lines))
     return folder.report_png

@@ -10,9 +10,17 @@ Teaching: a reviewed target marked with `teach` becomes a reference of the folde
 when the review finishes, guided by its final masks alone (paint = the mask), and an object ID
 absent from it by an explicit empty mask (`absent`), so the batch learns its false positives.
 
+What the review says of the prediction is recorded with it, per object ID, at the moment of the review
+(the predicted masks are still on disk): `"quality": {"<id>": {"iou", "predicted", "final", "score",
+"logit"}}` and the run's `threshold`; accepted means IoU 1. An audit (`audit(n, seed=)`) is n labeled,
+unreviewed targets drawn at random, recorded in the manifest's `audits` before the first is shown, so a
+crashed audit resumes with the same sample; `labeler/review/audit.py` turns the audited reviews into
+quality.json.
+
 Usage:
     with Review.open("output") as review:
         for record in review.order(): ...               # worst first, reviewed last
+        for record in review.audit(30, seed=1): ...     # or a random audit (resumed where it stopped)
         review.accept("t1.jpg")
         review.correct("t2.jpg", {1: mask_hw_bool})       # final masks by object ID
         review.teach("t2.jpg")
@@ -25,6 +33,7 @@ import contextlib
 import datetime
 import logging
 import os
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +46,7 @@ from ..prompts.prompt_set import PromptSet
 from ..types.detections import Detection
 from ..types.guides import ObjectGuides, ReferenceGuides, class_name
 from ..utils.images import list_images, read_rgb, upright_size
+from .quality import mask_iou
 
 log = logging.getLogger("labeler")
 
@@ -132,15 +142,30 @@ class Review:
                 "taught": sum(bool(r.review and r.review.get("teach")) for r in records)}
 
     # ----- changes, each saved at once ------------------------------------------------------------
-    def _save(self, record: TargetRecord, state: str) -> None:
+    def _save(self, record: TargetRecord, state: str, quality: dict | None = None) -> None:
         teach = bool(record.review and record.review.get("teach")) and state != "excluded"
-        record.review = {"state": state, "time": _now(), "ids": self.prompts.object_ids, "teach": teach}
+        review = {"state": state, "time": _now(), "ids": self.prompts.object_ids, "teach": teach}
+        if quality is not None:
+            review["quality"] = quality
+            review["threshold"] = (record.review or {}).get("threshold", self.settings.get("threshold",
+                                                                                      defaults.THRESHOLD))
+        record.review = review
         self.manifest.record(self.manifest.entries[record.name]["fingerprint"], record)
         save_records(self.folder, self.manifest, self.targets, self.prompts.classes)
 
     def accept(self, name: str) -> None:
-        """The target is right as labeled."""
-        self._save(self.record(name), "accepted")
+        """The target is right as labeled: every object's prediction is its final mask (IoU 1)."""
+        record = self.record(name)
+        quality = self._prior_quality(record)
+        if quality is None:
+            quality = {str(o.id): {"iou": 1.0, "predicted": o.present, "final": o.present, "score": o.score,
+                                   "logit": o.logit} for o in record.objects}
+        self._save(record, "accepted", quality)
+
+    @staticmethod
+    def _prior_quality(record: TargetRecord) -> dict | None:
+        """The quality an earlier review recorded (the prediction is no longer on disk after a correction)."""
+        return dict(record.review["quality"]) if record.review and "quality" in record.review else None
 
     def exclude(self, name: str) -> None:
         """A bad or irrelevant image: left out of the exports, never labeled again."""
@@ -152,7 +177,9 @@ class Review:
         record = self.record(name)
         rgb = read_rgb(record.path)
         detections = []
-        by_id = {d.id: d for d in self.detections(record)}
+        by_id = {d.id: d for d in self.detections(record)}  # the masks on disk: the prediction, before this
+        prior = self._prior_quality(record) or {}
+        quality = {}
         for obj_id in sorted(set(by_id) | set(masks)):
             mask = np.asarray(masks[obj_id], dtype=bool) if obj_id in masks else by_id[obj_id].mask
             if mask.shape != rgb.shape[:2]:
@@ -160,9 +187,21 @@ class Review:
             logit = by_id[obj_id].logit if obj_id in by_id else 0.0
             name = class_name(self.prompts.classes, obj_id)
             detections.append(Detection(obj_id, logit, mask, bool(mask.any()), name))
+            before = by_id[obj_id].mask if obj_id in by_id else np.zeros_like(mask)
+            was = prior.get(str(obj_id))
+            if was is not None and was["iou"] < 1.0:
+                # Corrected before: the prediction is gone from disk; keep what that review measured.
+                quality[str(obj_id)] = {**was, "final": bool(mask.any())}
+            elif was is not None:  # the disk still holds the prediction
+                quality[str(obj_id)] = {**was, "iou": mask_iou(before, mask), "final": bool(mask.any())}
+            else:
+                d = by_id.get(obj_id)
+                quality[str(obj_id)] = {"iou": mask_iou(before, mask), "predicted": bool(d and d.present),
+                                        "final": bool(mask.any()), "score": d.score if d else None,
+                                        "logit": float(d.logit) if d else None}
         TargetWriter(self.folder, self.prompts.classes).write(record.stem, rgb, detections)
         record.objects = TargetRecord.from_detections(record.path, record.stem, detections).objects
-        self._save(record, "corrected")
+        self._save(record, "corrected", quality)
 
     def teach(self, name: str, on: bool = True) -> None:
         """Mark (or unmark) a reviewed target to become a reference when the review finishes."""
@@ -174,8 +213,11 @@ class Review:
         self.manifest.save()
 
     def clear(self, names: list[str] | None = None) -> int:
-        """Drop the reviews of the named targets (all when None); returns how many were dropped.
-        Their files stay until the next batch relabels them (their fingerprint is kept, so: `--force`)."""
+        """Drop the reviews of the named targets (all when None, and the audits with them); returns how many
+        were dropped. Their files stay until the next batch relabels them (their fingerprint is kept, so:
+        `--force`). A cleared target of an audit's sample comes back in that audit."""
+        if names is None:
+            self.manifest.audits = []
         dropped = 0
         for record in self.records():
             if record.review and (names is None or record.name in names):
@@ -184,6 +226,47 @@ class Review:
                 dropped += 1
         save_records(self.folder, self.manifest, self.targets, self.prompts.classes)
         return dropped
+
+    # ----- the audit: a random sample, resumed after a crash ----------------------------------------
+    def open_audit(self) -> dict | None:
+        """The latest audit, while a target of its sample is still to review; else None."""
+        if not self.manifest.audits:
+            return None
+        audit = self.manifest.audits[-1]
+        return audit if any(r.review is None for r in self._sample(audit)) else None
+
+    def _sample(self, audit: dict) -> list[TargetRecord]:
+        by_name = {r.name: r for r in self.records()}
+        return [by_name[n] for n in audit["sample"] if n in by_name]
+
+    def audit(self, n: int, seed: int | None = None) -> list[TargetRecord]:
+        """An audit: `n` labeled targets not reviewed yet, drawn at random (seeded; a new seed when None),
+        in random order. The sample and seed are saved in the manifest at once; while its targets are not
+        all reviewed, the same audit is returned (resumed), whatever `n` and `seed`."""
+        audit = self.open_audit()
+        if audit is not None:
+            if n != audit["size"] or seed not in (None, audit["seed"]):
+                log.info("resuming the audit begun %s (%d targets, seed %d); finish it before another",
+                         audit["time"], audit["size"], audit["seed"])
+            return self._sample(audit)
+        if n < 1:
+            raise UsageError(f"audit size {n}: must be at least 1")
+        pool = [r for r in self.records() if r.review is None]
+        if not pool:
+            raise UsageError(f"every labeled target of {self.folder.root} is reviewed: nothing left to audit")
+        seed = secrets.randbits(32) if seed is None else int(seed)
+        order = np.random.default_rng(seed).permutation(len(pool))[:n]
+        sample = [pool[i].name for i in order]
+        if n > len(pool):
+            log.info("audit of %d: only %d unreviewed targets, auditing them all", n, len(pool))
+        self.manifest.audits.append({"seed": seed, "size": n, "pool": len(pool), "time": _now(),
+                                     "sample": sample})
+        self.manifest.save()
+        return self._sample(self.manifest.audits[-1])
+
+    def audited(self) -> set[str]:
+        """The names of every audit's sample."""
+        return {name for audit in self.manifest.audits for name in audit["sample"]}
 
     def finish(self) -> PromptSet | None:
         """Append the targets marked to teach to the folder's prompts.json; returns the new prompts, or None."""

@@ -238,3 +238,40 @@ def test_the_real_window_under_xvfb_reviews_fixes_teaches_and_relabels(labeled_f
     ys, xs = np.nonzero(fixed & ~predicted)  # the stroke, in image pixels: a band across the top left
     assert len(xs) > 100 and xs.max() < 80 and 20 < ys.min() and ys.max() < 60
     assert json.loads((out / "prompts.json").read_text())["references"][-1]["image"].endswith(order[2])
+
+
+def test_an_audit_shows_its_sample_in_order_counts_it_in_the_title_and_resumes(out, test_checkpoint):
+    """`review --audit 3`: the sample's random order, `audit k/3` in the title, a reopened window starts at the
+    first target not reviewed yet, as `review --audit` does; the teach hint is in the title. The windows made
+    here have no model: accepting needs no preview."""
+    from types import SimpleNamespace
+
+    no_model = SimpleNamespace(preview=lambda rgb: None)
+    with Review.open(out) as review:
+        sample = [r.name for r in review.audit(3, seed=4)]
+        fig = plt.figure(figsize=(10, 6))
+        try:
+            w = ReviewWindow(fig, review, no_model, audit=review.audit(3), teach_hint="target02.jpg")
+            assert w.names == sample
+            assert w.title_text.get_text().startswith(f"Review — {sample[0]} (audit 1/3) · reviewed 0/6")
+            assert "teach? target02.jpg" in w.title_text.get_text()
+            Driver(w).key("enter")
+            assert state_of(out, sample[0]) == "accepted" and "(audit 2/3)" in w.title_text.get_text()
+            w.end()
+            again = ReviewWindow(fig, review, no_model, audit=review.audit(3))
+            assert again.record.name == sample[1] and "(audit 2/3)" in again.title_text.get_text()
+        finally:
+            plt.close(fig)
+    # `python main.py review --audit 3` resumes it where it stopped.
+    from labeler.gui.review_window import review_command
+
+    seen = []
+
+    def person(window):
+        seen.append(window.title_text.get_text())
+        Driver(window).key("enter")
+        Driver(window).key("q")
+
+    assert review_command(["--output", str(out), "--audit", "3", "--checkpoint", str(test_checkpoint)], {},
+                          host=ScriptedHost(person)) == 0
+    assert seen[0].startswith(f"Review — {sample[1]} (audit 2/3)") and state_of(out, sample[1]) == "accepted"
