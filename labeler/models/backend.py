@@ -140,8 +140,9 @@ def encode(backend: ModelBackend, rgbs: list, features=None, image_hashes: list[
 
 
 # Backend family -> "module:class"; model name -> family. Imported on first use, so naming models costs nothing.
-_BACKENDS: dict[str, str] = {"sam2": "labeler.models.sam2.backend:Sam2Backend"}
-_MODELS: dict[str, str] = {}
+_BACKENDS: dict[str, str] = {"sam2": "labeler.models.sam2.backend:Sam2Backend",
+                             "sam3": "labeler.models.sam3.backend:Sam3Backend"}  # SAM 3's tracker (docs/sam3.md)
+_MODELS: dict[str, str] = {"sam3": "sam3"}
 
 
 def register_backend(family: str, target: str, models: list[str]) -> None:

@@ -185,3 +185,104 @@ def apply_patches() -> None:
     """Make SAM 3's tracker run on any device (each patch checks the source it rewrites; see the module docstring)."""
     for cls, name, replacements, reference in _PATCHES:
         _apply(cls, name, replacements, reference)
+
+
+# ----------------------------------------------------------------------------------------------
+# The inference state, fed one frame at a time (one state per object, image features shared)
+
+
+def new_state(predictor, num_frames: int, cached_features: dict) -> dict:
+    """`init_state` for a pseudo-video of `num_frames` frames whose image features are put into the shared
+    `cached_features` by `encode_frame` (no frames are loaded)."""
+    return predictor.init_state(num_frames=num_frames, cached_features=cached_features)
+
+
+def encode_frame(cached_features: dict, frame_idx: int, backbone_out: dict) -> None:
+    """One image's `forward_image` output as frame `frame_idx`, as `_get_image_feature` caches it (its cached
+    input image is only expanded and handed to the memory encoder, which doesn't read it)."""
+    cached_features[frame_idx] = (torch.empty(1, 3, 0, 0, device=backbone_out["backbone_fpn"][0].device), backbone_out)
+
+
+def split_backbone_output(backbone_out: dict) -> list[dict]:
+    """A batch's `forward_image` output as one output per image (batch size 1)."""
+    batch = backbone_out["backbone_fpn"][0].shape[0]
+    return [{key: [x[j : j + 1] for x in backbone_out[key]] if isinstance(backbone_out[key], list)
+             else backbone_out[key][j : j + 1] for key in ("backbone_fpn", "vision_pos_enc", "vision_features")}
+            for j in range(batch)]
+
+
+def feature_levels(backbone_out: dict) -> tuple[list[torch.Tensor], list[str]]:
+    """The (B, C, H, W) feature levels of a `forward_image` output and the dtypes of their position encodings
+    (these depend on shapes only, so they are recomputed by `backbone_output`)."""
+    pos = backbone_out["vision_pos_enc"]
+    return list(backbone_out["backbone_fpn"]), [str(p.dtype).removeprefix("torch.") for p in pos]
+
+
+def backbone_output(predictor, levels: list[torch.Tensor], pos_dtypes: list[str]) -> dict:
+    """A `forward_image` output rebuilt from `feature_levels`: position encodings as the neck makes them."""
+    encoding = predictor.backbone.vision_backbone.position_encoding
+    pos = [encoding(x).to(getattr(torch, d)) for x, d in zip(levels, pos_dtypes)]
+    return {"vision_features": levels[-1], "vision_pos_enc": pos, "backbone_fpn": list(levels)}
+
+
+def set_frame_size(state: dict, height: int, width: int) -> None:
+    """The original size of the frame being prompted: SAM 3 returns its masks at this size."""
+    state["video_height"], state["video_width"] = height, width
+
+
+def prompt_frame(predictor, state: dict, frame_idx: int, obj_id: int, points=None, labels=None, box=None):
+    """SAM 3's point/box prompt (0-1 relative coordinates, as it takes them) on one frame; (H, W) logits."""
+    _, obj_ids, _, masks = predictor.add_new_points_or_box(state, frame_idx, obj_id, points=points, labels=labels,
+                                                           box=box, rel_coordinates=True)
+    return masks[obj_ids.index(obj_id), 0]
+
+
+def prompt_mask(predictor, state: dict, frame_idx: int, obj_id: int, mask: torch.Tensor) -> None:
+    predictor.add_new_mask(state, frame_idx, obj_id, mask)
+
+
+def encode_prompt_memories(predictor, state: dict) -> None:
+    """Encode the memories of every prompted frame, as `propagate_in_video(..., propagate_preflight=True)` does."""
+    predictor.propagate_in_video_preflight(state)
+
+
+def condition_frames(state: dict) -> list[int]:
+    return sorted(state["output_dict"]["cond_frame_outputs"])
+
+
+def propagate(predictor, state: dict, first: int, last: int, run_mem_encoder: bool = True) -> dict:
+    """`propagate_in_video` over frames first..last: {frame: ((1, 1, h, w) low-res mask logits, score logit)}."""
+    out = {}
+    for frame_idx, _, low_res, _, scores in predictor.propagate_in_video(
+            state, first, last - first, False, tqdm_disable=True, run_mem_encoder=run_mem_encoder):
+        out[frame_idx] = (low_res[0:1], float(scores[0].item()))
+    return out
+
+
+def forget_frame_output(state: dict, frame_idx: int) -> None:
+    """Forget what tracking frame `frame_idx` stored (refs mode: a target leaves no memory behind)."""
+    state["output_dict"]["non_cond_frame_outputs"].pop(frame_idx, None)
+    for out in state["output_dict_per_obj"].values():
+        out["non_cond_frame_outputs"].pop(frame_idx, None)
+    state["frames_already_tracked"].pop(frame_idx, None)
+
+
+def forget_old_frames(predictor, state: dict, frame_idx: int) -> None:
+    """Drop chain memories no frame after `frame_idx` can reach, so memory stays flat over long runs.
+
+    Without memory selection a frame reaches (num_maskmem - 1) frames back for memories and
+    max_obj_ptrs_in_encoder - 1 for pointers. With it (SAM 3's default, `frame_filter`), memories and pointers
+    come from the most recent frames whose memory score passes `mf_threshold`, at most
+    max_obj_ptrs_in_encoder - 1 of them, plus the frame before: those are kept too.
+    """
+    p = predictor
+    reach = max((p.num_maskmem - 2) * p.memory_temporal_stride_for_eval + 2, p.max_obj_ptrs_in_encoder)
+    non_cond = state["output_dict"]["non_cond_frame_outputs"]
+    keep = {t for t in non_cond if t > frame_idx - reach}
+    if p.use_memory_selection:
+        valid = sorted((t for t, o in non_cond.items() if "eff_iou_score" in o and o["eff_iou_score"] > p.mf_threshold),
+                       reverse=True)
+        keep.update(valid[: p.max_obj_ptrs_in_encoder])
+    for outputs in [state["output_dict"], *state["output_dict_per_obj"].values()]:
+        for t in [t for t in outputs["non_cond_frame_outputs"] if t not in keep]:
+            del outputs["non_cond_frame_outputs"][t]
