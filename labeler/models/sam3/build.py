@@ -108,6 +108,7 @@ def build_tracker(
     check_image_size(image_size)
     path = check_checkpoint(checkpoint)
     size = input_size(image_size)
+    weights = read_checkpoint(path) if path is not None else None  # a wrong file is refused before the build
     internals.apply_patches()
     torch.manual_seed(seed)
     with internals.contained():
@@ -120,7 +121,7 @@ def build_tracker(
             "!!   python main.py download --model sam3   (says how to get it)\n" + "!" * 72
         )
     else:
-        load_checkpoint(predictor, path)
+        load_weights(predictor, weights, path)
     return predictor.to(torch.device(device)).eval()
 
 
@@ -207,8 +208,8 @@ def tracker_weights(state: dict) -> dict:
     return weights
 
 
-def load_checkpoint(predictor, path: Path) -> None:
-    """Load the released `sam3.pt` layout into the predictor; ModelError naming the file and the reason otherwise."""
+def read_checkpoint(path: Path) -> dict:
+    """The tracker's weights in the released `sam3.pt` at `path`; ModelError naming the file and the reason otherwise."""
     import torch
 
     try:
@@ -225,6 +226,11 @@ def load_checkpoint(predictor, path: Path) -> None:
     if not weights:
         raise ModelError(f"checkpoint {path}: no '{TRACKER_PREFIX}' or '{BACKBONE_PREFIX}' weights inside "
                          "(not SAM 3's sam3.pt layout; a SAM 2 checkpoint goes with a SAM 2.1 --model)")
+    return weights
+
+
+def load_weights(predictor, weights: dict, path: Path) -> None:
+    """Load `read_checkpoint`'s weights; ModelError naming the file and what doesn't match."""
     own = predictor.state_dict()
     # The ViT's rotary tables (`freqs_cis` buffers) are computed from the input size, not learned: at
     # another size than the checkpoint's they are the ones the model computed for its own.

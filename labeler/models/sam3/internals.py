@@ -9,6 +9,7 @@ version stops at import with one message.
   switches the three CUDA SDPA back ends on. `contained()` snapshots torch's global switches and puts
   them back: the import, the build and every call into SAM 3 run inside it, and the predictor's autocast
   is left right after it is built (`leave_build_autocast`).
+  The root logger's handlers are put back after the import (sam3 logs on it at import).
 - **CPU patches.** SAM 3's tracker hard-codes CUDA in a few places. Each patch below rewrites one function's
   source text (a literal substitution), after checking that the source is exactly the one of sam3 0.1.4
   (its SHA-256); anything else stops with one message naming the version. On CUDA the rewritten functions
@@ -21,6 +22,7 @@ import contextlib
 import hashlib
 import importlib.metadata
 import inspect
+import logging
 import textwrap
 import warnings
 
@@ -98,6 +100,7 @@ def leave_build_autocast(predictor) -> None:
 
 check_sam3_version()
 
+_root_handlers = logging.root.handlers[:]
 with contained(), warnings.catch_warnings():
     # On a machine without CUDA, sam3's modules warn at import that their CUDA autocast decorators are
     # disabled, and torch.jit.script is deprecated: nothing the labeler uses.
@@ -106,6 +109,9 @@ with contained(), warnings.catch_warnings():
     from sam3.model import position_encoding as _position_encoding
     from sam3.model import sam3_tracker_base as _tracker_base
     from sam3.model import sam3_tracking_predictor as _tracking_predictor
+# sam3/perflib/nms.py logs on the root logger at import, which gives it a stderr handler (logging.basicConfig):
+# every log line of the labeler would then be printed twice.
+logging.root.handlers[:] = _root_handlers
 
 
 # ----------------------------------------------------------------------------------------------
