@@ -45,7 +45,7 @@ class Architecture:
 
 SAM3 = Architecture()  # ViT-L/32 (patch 14), as released
 # For tests and benchmarks with untrained weights: two blocks (one windowed, one global), width 256.
-TEST_ARCHITECTURE = Architecture(depth=2, width=256, heads=4, global_blocks=(1,), window_size=8)
+TEST_ARCHITECTURE = Architecture(depth=2, width=256, heads=4, global_blocks=(1,), window_size=4)
 ARCHITECTURES = {"sam3": SAM3, "sam3_test": TEST_ARCHITECTURE}
 MODELS = ("sam3",)  # the --model names users see; "sam3_test" is registered by the tests
 

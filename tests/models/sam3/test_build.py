@@ -66,8 +66,8 @@ def test_the_released_layout_loads_and_anything_else_is_refused(sam3_predictor, 
     loaded = build_tracker(sam3_checkpoint, SIZE, "cpu", architecture=TEST_ARCHITECTURE)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), sam3_predictor.state_dict().values()))
     # At another size the ViT's rotary tables are the model's own (they are computed from the size, not learned).
-    other = build_tracker(sam3_checkpoint, 280, "cpu", architecture=TEST_ARCHITECTURE)
-    assert other.image_size == 280
+    other = build_tracker(sam3_checkpoint, 168, "cpu", architecture=TEST_ARCHITECTURE)
+    assert other.image_size == 168
 
     torch.save({"model": {"image_encoder.trunk.pos_embed": torch.zeros(1)}}, tmp_path / "sam2.pt")  # SAM 2's names
     with pytest.raises(ModelError, match=r"sam2\.pt: no 'tracker\.' or 'detector\.backbone\.vision_backbone\.' "

@@ -1,4 +1,4 @@
-"""The whole labeler on SAM 3 (the test architecture, 224 px, float32): a batch through `label_batch`, a
+"""The whole labeler on SAM 3 (the test architecture at 112 px, float32): a batch through `label_batch`, a
 feature-cache hit, what a Ray worker builds (`LabelerSpec`, in process: a Ray instance costs more than this
 suite's share), the selector's preview, bf16, the output folder byte for byte (golden_output_folder.json), and
 torch's global state unchanged by importing, building and running SAM 3."""
@@ -27,7 +27,7 @@ from labeler.types.guides import ObjectGuides
 from labeler.utils.images import read_rgb
 
 GOLDEN = Path(__file__).with_name("golden_output_folder.json")
-RUN_SIZE = 112  # the batch's model input (the test checkpoint loads at any multiple of 14): 8 x 8 patches
+RUN_SIZE = SIZE  # the batch's model input
 KEEP = ("t20.jpg", "t22.jpg", "same.png", "broken.jpg")  # three sizes, a stem shared with same.jpg's, an unreadable one
 
 
