@@ -183,3 +183,16 @@ def input_size(settings: ModelSettings) -> int:
 def build_backend(settings: ModelSettings, **kwargs) -> ModelBackend:
     """The backend for `settings.model`, with its weights loaded, in eval mode, on `settings.device`."""
     return backend_class(settings.model)(settings, **kwargs)
+
+
+def download(model: str) -> Path:
+    """`python main.py download`: fetch SAM 2.1's published checkpoint of `model`; for sam3 (gated on the model
+    hub) a ModelError saying how to get the weights."""
+    if model == "sam3":
+        from .common import ModelError
+        from .sam3.build import download_help
+
+        raise ModelError(download_help())
+    from .sam2.build import download_checkpoint
+
+    return download_checkpoint(model)

@@ -83,7 +83,8 @@ def check_checkpoint(checkpoint: str | os.PathLike | None) -> Path | None:
         return None
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
     if not path.is_file():
-        hint = "python main.py download --model sam3 says how to get it" if checkpoint is None else "check the --checkpoint path"
+        hint = ("python main.py download --model sam3 says how to get it" if checkpoint is None
+                else "check the --checkpoint path")
         raise ModelError(f"checkpoint not found: {path}; {hint}")
     check_checkpoint_file(path)
     return path
@@ -147,7 +148,8 @@ def _construct(size: int, arch: Architecture):
         out_dim=64,
         position_encoding=PositionEmbeddingSine(num_pos_feats=64, normalize=True, scale=None, temperature=10000,
                                                 precompute_resolution=size),
-        mask_downsampler=SimpleMaskDownSampler(kernel_size=3, stride=2, padding=1, interpol_size=[mask_size, mask_size]),
+        mask_downsampler=SimpleMaskDownSampler(kernel_size=3, stride=2, padding=1,
+                                               interpol_size=[mask_size, mask_size]),
         fuser=SimpleFuser(layer=CXBlock(dim=256, kernel_size=7, padding=3, layer_scale_init_value=1.0e-06,
                                         use_dwconv=True), num_layers=2),
     )
@@ -209,7 +211,8 @@ def tracker_weights(state: dict) -> dict:
 
 
 def read_checkpoint(path: Path) -> dict:
-    """The tracker's weights in the released `sam3.pt` at `path`; ModelError naming the file and the reason otherwise."""
+    """The tracker's weights in the released `sam3.pt` at `path`; ModelError naming the file and the reason
+    otherwise."""
     import torch
 
     try:

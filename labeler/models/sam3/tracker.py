@@ -173,7 +173,8 @@ class Sam3TargetLabeler:
                 internals.encode_frame(self._cache, frame, one)
                 outputs = {}
                 for obj_id, state in self._states.items():
-                    logits, score = internals.propagate(self.predictor, state, frame, frame, run_mem_encoder=False)[frame]
+                    out = internals.propagate(self.predictor, state, frame, frame, run_mem_encoder=False)
+                    logits, score = out[frame]
                     internals.forget_frame_output(state, frame)
                     outputs[obj_id] = ObjectOutput(logits, score)
                 results.append(outputs)

@@ -112,7 +112,7 @@ def test_download_explains_the_gated_weights(caplog, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with caplog.at_level("INFO"):
         assert main(["download", "--model", "sam3"]) == 1
-    assert caplog.text.count("gated on the Hugging Face model hub") == 1
+    assert caplog.text.count("SAM 3's weights are gated on the Hugging Face model hub") == 1
     assert "https://huggingface.co/facebook/sam3" in caplog.text and "SAM License" in caplog.text
     assert "hf download facebook/sam3 sam3.pt --local-dir checkpoints" in caplog.text
     assert not any(tmp_path.iterdir())
