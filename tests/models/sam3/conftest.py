@@ -3,6 +3,7 @@ predictor built from it, once per session; `--model sam3_test` registered for th
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 
@@ -28,11 +29,33 @@ if not MISSING:
     register_test_model()
 
 
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread: SAM 3's small test model runs about ten times faster on one thread than on two
+    where the two cores are shared (its operations are small), and the recorded bytes
+    (golden_output_folder.json) don't depend on the machine's core count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_thread():
+        yield
+
+
 @pytest.fixture(scope="session")
 def sam3_checkpoint(tmp_path_factory):
     from sam3_helpers import make_sam3_checkpoint
 
-    return make_sam3_checkpoint(tmp_path_factory.mktemp("sam3ckpt") / "sam3.pt")
+    with one_thread():
+        return make_sam3_checkpoint(tmp_path_factory.mktemp("sam3ckpt") / "sam3.pt")
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +64,8 @@ def sam3_predictor(sam3_checkpoint):
 
     from labeler.models.sam3.build import TEST_ARCHITECTURE, build_tracker
 
-    return build_tracker(sam3_checkpoint, SIZE, "cpu", architecture=TEST_ARCHITECTURE)
+    with one_thread():
+        return build_tracker(sam3_checkpoint, SIZE, "cpu", architecture=TEST_ARCHITECTURE)
 
 
 @pytest.fixture(scope="session")
