@@ -7,8 +7,8 @@ prompts + `propagate_in_video`, at frame K; chain mode: on [ref_1 … ref_K, t_1
 at the frame's size, and they are **bit-identical** (torch.equal), as are the object-score logits: the backend
 calls the predictor's own methods on the same features. The test checkpoint's memory paths are amplified
 (sam3_helpers.make_sam3_checkpoint), so a wrong reference memory would show. float32 (`--precision fp32`).
-The test model runs at 112 px (sam3_helpers.SIZE) for the suite's time budget; LABELER_SAM3_TEST_SIZE=224 runs
-these at 224 px.
+The test model runs at 224 px (sam3_helpers.SIZE; LABELER_SAM3_TEST_SIZE=112 runs these at 112 px, where they
+are bit-identical too).
 """
 
 from __future__ import annotations

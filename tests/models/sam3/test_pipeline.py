@@ -27,7 +27,7 @@ from labeler.types.guides import ObjectGuides
 from labeler.utils.images import read_rgb
 
 GOLDEN = Path(__file__).with_name("golden_output_folder.json")
-RUN_SIZE = SIZE  # the batch's model input
+RUN_SIZE = 112  # the batch's model input (the test checkpoint loads at any multiple of 14): 8 x 8 patches
 KEEP = ("t20.jpg", "t22.jpg", "same.png", "broken.jpg")  # three sizes, a stem shared with same.jpg's, an unreadable one
 
 
