@@ -14,9 +14,9 @@ from . import defaults
 from .errors import UsageError
 from .exports import formats_arg
 from .gui.hosts import WEB_DEFAULTS, WEB_OPTIONS
-from .models.backend import model_names
+from .models.backend import download, model_names
 from .models.common import DEVICES, PRECISIONS
-from .models.sam2.build import CHECKPOINT_DIR, MODELS, download_checkpoint
+from .models.sam2.build import CHECKPOINT_DIR, MODELS
 from .utils.signals import stop_on_signals
 
 log = logging.getLogger("labeler")
@@ -44,10 +44,10 @@ OPTIONS = {
     "REFERENCE_DIR": ("--refs", dict(metavar="DIR", help="reference images to guide in the SmartSelector")),
     "TARGET_DIR": ("--targets", dict(metavar="DIR", help="target images to label (the folder's own images)")),
     "OUTPUT_DIR": ("--output", dict(metavar="DIR", help="where results go")),
-    "MODEL": ("--model", dict(choices=model_names(), help="SAM 2.1 model size")),
+    "MODEL": ("--model", dict(choices=model_names(), help="SAM 2.1 model size, or sam3 (docs/sam3.md)")),
     "CHECKPOINT": ("--checkpoint", dict(metavar="PATH", help=f"checkpoint (default: {CHECKPOINT_DIR}/sam2.1_hiera_"
-                                        "MODEL.pt), or 'none': untrained weights, for tests")),
-    "IMAGE_SIZE": ("--image-size", dict(type=int, metavar="N", help="model input size (default: the model's, 1024)")),
+                                        "MODEL.pt, sam3.pt), or 'none': untrained weights, for tests")),
+    "IMAGE_SIZE": ("--image-size", dict(type=int, metavar="N", help="model input size (default: the model's own)")),
     "DEVICE": ("--device", dict(choices=list(DEVICES), help="auto: cuda, else mps, else cpu")),
     "PRECISION": ("--precision", dict(choices=list(PRECISIONS), help="auto: bf16 autocast on CUDA and on "
                                       "CPUs with native bf16 (AMX-BF16, AVX512-BF16), else fp32")),
@@ -99,9 +99,9 @@ def _parser(config: dict) -> argparse.ArgumentParser:
 def _download(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="main.py download", description="Fetch Meta's SAM 2.1 checkpoint into "
                                 f"{CHECKPOINT_DIR}/sam2.1_hiera_MODEL.pt (relative to the folder you run from).")
-    p.add_argument("--model", choices=list(MODELS), default=defaults.MODEL, help="model size (default: %(default)s)")
+    p.add_argument("--model", choices=[*MODELS, "sam3"], default=defaults.MODEL, help="default: %(default)s; sam3: gated")
     try:
-        log.info("saved %s", download_checkpoint(p.parse_args(argv).model))
+        log.info("saved %s", download(p.parse_args(argv).model))
     except UsageError as e:
         log.error("error: %s", e)
         return 1

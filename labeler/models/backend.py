@@ -140,8 +140,9 @@ def encode(backend: ModelBackend, rgbs: list, features=None, image_hashes: list[
 
 
 # Backend family -> "module:class"; model name -> family. Imported on first use, so naming models costs nothing.
-_BACKENDS: dict[str, str] = {"sam2": "labeler.models.sam2.backend:Sam2Backend"}
-_MODELS: dict[str, str] = {}
+_BACKENDS: dict[str, str] = {"sam2": "labeler.models.sam2.backend:Sam2Backend",
+                             "sam3": "labeler.models.sam3.backend:Sam3Backend"}  # SAM 3's tracker (docs/sam3.md)
+_MODELS: dict[str, str] = {"sam3": "sam3"}
 
 
 def register_backend(family: str, target: str, models: list[str]) -> None:
@@ -182,3 +183,16 @@ def input_size(settings: ModelSettings) -> int:
 def build_backend(settings: ModelSettings, **kwargs) -> ModelBackend:
     """The backend for `settings.model`, with its weights loaded, in eval mode, on `settings.device`."""
     return backend_class(settings.model)(settings, **kwargs)
+
+
+def download(model: str) -> Path:
+    """`python main.py download`: fetch SAM 2.1's published checkpoint of `model`; for sam3 (gated on the model
+    hub) a ModelError saying how to get the weights."""
+    if model == "sam3":
+        from .common import ModelError
+        from .sam3.build import download_help
+
+        raise ModelError(download_help())
+    from .sam2.build import download_checkpoint
+
+    return download_checkpoint(model)
