@@ -12,7 +12,14 @@ from pathlib import Path
 
 from ..backend import ModelSettings
 from ..common import resolve_device, resolve_precision
-from .build import ARCHITECTURES, MODELS, build_tracker, check_checkpoint, check_image_size, input_size
+from .build import (
+    ARCHITECTURES,
+    MODELS,
+    build_tracker,
+    check_checkpoint,
+    check_image_size,
+    input_size,
+)
 
 
 class Sam3Backend:
@@ -28,7 +35,9 @@ class Sam3Backend:
 
     @staticmethod
     def check(settings: ModelSettings) -> Path | None:
-        from .internals import check_sam3_version  # a missing or other sam3 is reported before any work
+        from .internals import (
+            check_sam3_version,  # a missing or other sam3 is reported before any work
+        )
 
         check_sam3_version()
         check_image_size(settings.image_size)

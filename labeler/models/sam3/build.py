@@ -4,7 +4,7 @@ encoder) at any input size, and loading the released `sam3.pt` into it.
 `build_tracker` below is `sam3.model_builder.build_tracker(apply_temporal_disambiguation=True,
 with_backbone=True)` with the input size as a parameter (sam3's hard-codes 1008) and the ViT's depth, width,
 heads, global blocks and window size taken from an `Architecture` (the released one by default; tests use a
-small one through the same code). tests/models/sam3/test_build.py checks that the defaults give
+small one through the same code). tests/models/sam3/test_sam3_build.py checks that the defaults give
 build_tracker's parameter names, shapes and settings.
 
 Usage: `predictor = build_tracker(checkpoint="none", image_size=224, device="cpu", architecture=TEST_ARCHITECTURE)`.
@@ -130,8 +130,16 @@ def _construct(size: int, arch: Architecture):
     """sam3 0.1.4's `build_tracker(apply_temporal_disambiguation=True, with_backbone=True)`, at `size`."""
     import warnings
 
-    from sam3.model.decoder import TransformerDecoderLayerv2, TransformerEncoderCrossAttention
-    from sam3.model.memory import CXBlock, SimpleFuser, SimpleMaskDownSampler, SimpleMaskEncoder
+    from sam3.model.decoder import (
+        TransformerDecoderLayerv2,
+        TransformerEncoderCrossAttention,
+    )
+    from sam3.model.memory import (
+        CXBlock,
+        SimpleFuser,
+        SimpleMaskDownSampler,
+        SimpleMaskEncoder,
+    )
     from sam3.model.model_misc import TransformerWrapper
     from sam3.model.necks import Sam3DualViTDetNeck
     from sam3.model.position_encoding import PositionEmbeddingSine

@@ -1,7 +1,7 @@
 """The one place that reaches into SAM 3's private API: its version, its CPU patches, torch's global state.
 
 The labeler relies on internals of the `sam3` 0.1.4 wheel (PyPI), the version
-tests/models/sam3/test_fidelity.py proves the labeler equal to `Sam3TrackerPredictor` on; another
+tests/models/sam3/test_sam3_fidelity.py proves the labeler equal to `Sam3TrackerPredictor` on; another
 version stops at import with one message.
 
 - **Global state.** `import sam3` turns TF32 on on Ampere and newer GPUs (`model_builder._setup_tf32`);

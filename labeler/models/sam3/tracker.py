@@ -13,7 +13,7 @@ is guided and it isn't, and no object can be added once tracking started.)
 
 refs mode: every target is frame K, right after the references, tracked without leaving a memory behind, so
 its result is SAM 3's on the JPEG folder [ref_1 … ref_K, target]. chain mode: targets are frames K, K+1, …
-of one pseudo-video, SAM 3's on [ref_1 … ref_K, t_1 … t_N]. tests/models/sam3/test_fidelity.py compares
+of one pseudo-video, SAM 3's on [ref_1 … ref_K, t_1 … t_N]. tests/models/sam3/test_sam3_fidelity.py compares
 raw logits with `Sam3TrackerPredictor` on such folders.
 
 SAM 3 attends only the 4 conditioning frames nearest the frame it tracks (`max_cond_frames_in_attn`): with

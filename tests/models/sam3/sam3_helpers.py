@@ -11,11 +11,16 @@ import numpy as np
 import torch
 
 from labeler.models.backend import register_backend
-from labeler.models.sam3.build import BACKBONE_PREFIX, TEST_ARCHITECTURE, TRACKER_PREFIX, build_tracker
+from labeler.models.sam3.build import (
+    BACKBONE_PREFIX,
+    TEST_ARCHITECTURE,
+    TRACKER_PREFIX,
+    build_tracker,
+)
 from labeler.models.sam3.tracker import MEAN, STD
 
 # The test model's input side in the fidelity tests: 16 x 16 patches of 14 (4 x 4 windows of 4 in its windowed
-# block); LABELER_SAM3_TEST_SIZE=112 python -m pytest tests/models/sam3/test_fidelity.py runs them at 112.
+# block); LABELER_SAM3_TEST_SIZE=112 python -m pytest tests/models/sam3/test_sam3_fidelity.py runs them at 112.
 SIZE = int(os.environ.get("LABELER_SAM3_TEST_SIZE", "224"))
 TEST_MODEL = "sam3_test"  # TEST_ARCHITECTURE's model name (build.ARCHITECTURES), registered by `register_test_model`
 

@@ -22,7 +22,11 @@ import torch.nn.functional as F
 from helpers import save_jpeg, synthetic_image
 from sam3_helpers import sam3_video_outputs
 
-from labeler.models.sam3.tracker import ReferencePreview, Sam3TargetLabeler, to_model_input
+from labeler.models.sam3.tracker import (
+    ReferencePreview,
+    Sam3TargetLabeler,
+    to_model_input,
+)
 from labeler.prompts.prompt_set import ObjectGuides, PromptSet, ReferenceGuides
 from labeler.utils.images import read_rgb
 
@@ -112,7 +116,9 @@ def test_preview_is_the_conditioning_mask(sam3_backend, tmp_path):
     (tmp_path / "video").mkdir()
     (tmp_path / "video" / "00000.jpg").symlink_to(ref.image)
     predictor = sam3_backend.predictor
-    from sam3.model import sam3_tracking_predictor  # after labeler.models.sam3 imported sam3 (contained)
+    from sam3.model import (
+        sam3_tracking_predictor,  # after labeler.models.sam3 imported sam3 (contained)
+    )
 
     loader = sam3_tracking_predictor.load_video_frames
     sam3_tracking_predictor.load_video_frames = functools.partial(loader, img_mean=(0.5,) * 3, img_std=(0.5,) * 3)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import ROOT, check_outputs, files_of, make_inputs
-from sam3_helpers import SIZE, TEST_MODEL
+from sam3_helpers import TEST_MODEL
 
 from labeler import label_batch
 from labeler.models.backend import ModelSettings
