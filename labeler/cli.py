@@ -4,6 +4,8 @@ signal handlers, exit codes (0 ok, 1 a target failed, 2 bad input, 130/143 stopp
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import logging
 import runpy
 import sys
@@ -72,12 +74,12 @@ OPTIONS = {
     **WEB_OPTIONS,
 }
 # Defaults of the options the library doesn't have; CLASS_NAMES from config.py seeds new guides only.
-CLI_DEFAULTS = {"PROMPTS": None, "REFERENCE_DIR": "refs", "TARGET_DIR": "targets", "OUTPUT_DIR": "output",
-                **WEB_DEFAULTS}
+CLI_DEFAULTS = dict(PROMPTS=None, REFERENCE_DIR="refs", TARGET_DIR="targets", OUTPUT_DIR="output", **WEB_DEFAULTS)
 COMMANDS = ("commands:\n  download    fetch a SAM 2.1 checkpoint into checkpoints/ (download --help)\n"
             "  review      review and correct a labeled output folder, worst first; --audit N: N at random\n"
             "  quality     how good the labels are, from the audit: quality.json (quality --help)\n"
             "  cache       the feature cache's size and entries; cache --clear empties it")
+SUBCOMMANDS = {"review": (".gui.review_window", "review_command"), "quality": (".review.audit", "quality_command")}
 
 
 def _parser(config: dict) -> argparse.ArgumentParser:
@@ -99,7 +101,7 @@ def _parser(config: dict) -> argparse.ArgumentParser:
 def _download(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="main.py download", description="Fetch Meta's SAM 2.1 checkpoint into "
                                 f"{CHECKPOINT_DIR}/sam2.1_hiera_MODEL.pt (relative to the folder you run from).")
-    p.add_argument("--model", choices=[*MODELS, "sam3"], default=defaults.MODEL, help="default: %(default)s; sam3: gated")
+    p.add_argument("--model", choices=[*MODELS, "sam3"], default=defaults.MODEL, help="(default: %(default)s)")
     try:
         log.info("saved %s", download(p.parse_args(argv).model))
     except UsageError as e:
@@ -115,12 +117,9 @@ def main(argv: list[str] | None = None, config_path: Path | None = None) -> int:
         return _download(argv[1:])
     path = config_path if config_path is not None else Path("config.py")
     config = {k: v for k, v in (runpy.run_path(str(path)) if path.is_file() else {}).items() if k in OPTIONS}
-    if argv[:1] == ["review"]:
-        from .gui.review_window import review_command
-        return review_command(argv[1:], config)
-    if argv[:1] == ["quality"]:
-        from .review.audit import quality_command
-        return quality_command(argv[1:], config)
+    if argv[:1] in (["review"], ["quality"]):  # imported only when called: the window, the audit
+        module, command = SUBCOMMANDS[argv[0]]
+        return getattr(importlib.import_module(module, __package__), command)(argv[1:], config)
     if argv[:1] == ["cache"]:
         from .batch.feature_cache import cache_command
         return cache_command(argv[1:], config.get("CACHE") or None)
@@ -169,10 +168,7 @@ def _run(a: dict, stop: threading.Event, config_classes: dict[int, str]):
 
     library = {name.lower(): a[name] for name in OPTIONS if hasattr(defaults, name)}  # label_batch's own options
     library["cache"] = False if a["no_cache"] else library["cache"]
-    if host is None:
-        return label_batch(prompts, a["TARGET_DIR"], a["OUTPUT_DIR"], **library, classes=a["CLASS_NAMES"],
-                           force=a["force"], progress=not a["quiet"], stop=stop)
-    with host.reporting():  # the page shows the batch's progress, its summary or its error
+    with host.reporting() if host else contextlib.nullcontext():  # a page shows the progress, summary, error
         return label_batch(prompts, a["TARGET_DIR"], a["OUTPUT_DIR"], **library, classes=a["CLASS_NAMES"],
                            force=a["force"], progress=not a["quiet"], stop=stop, guide=guide,
-                           on_progress=host.progress)
+                           on_progress=host.progress if host else None)

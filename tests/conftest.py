@@ -4,6 +4,10 @@ the real photos, and the golden batch (tests/outputs/test_golden.py), shared by 
 from __future__ import annotations
 
 import os
+
+# As main.py sets it before torch loads OpenMP: idle OpenMP threads sleep instead of spinning on the cores the
+# batch's reading and writing threads need (the tests run the command line in this process: run_main).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import shutil
 import subprocess
 import sys
