@@ -1,13 +1,18 @@
-"""What every model backend shares: the error a model that can't be built raises, devices and precisions."""
+"""What every model backend shares: the error a model that can't be built raises, devices and precisions,
+and a tracker's raw per-object output turned into detections."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+
+    from ..types.detections import Detection
 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")  # --device: auto picks cuda, then mps, then cpu
@@ -16,6 +21,36 @@ UNTRAINED = "none"  # --checkpoint none: untrained weights, for tests
 
 class ModelError(UsageError):
     """A model that can't be built: missing, corrupt or mismatched checkpoint, unknown device."""
+
+
+@dataclass
+class ObjectOutput:
+    """A tracker's raw output for one object on one frame: (1, 1, h, w) low-res mask logits (SAM 2: S/4 at input
+    size S) and the object-score logit."""
+
+    mask_logits: torch.Tensor
+    score_logit: float
+
+
+def detections(rgb: np.ndarray, outputs: dict[int, ObjectOutput], threshold: float,
+               classes: dict[int, str]) -> list[Detection]:
+    """One `Detection` per object of `outputs`, its mask at the (H, W, 3) target's own size; present when the
+    score logit passes `threshold` and the mask is not empty."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..types.detections import Detection
+    from ..types.guides import class_name
+
+    if not outputs:
+        return []
+    height, width = rgb.shape[:2]
+    # Upsampled as SAM 2's and SAM 3's `_get_orig_video_res_output` do, all objects in one call: bilinear
+    # works on each channel alone, so each mask has the same bits.
+    logits = torch.cat([out.mask_logits for out in outputs.values()], dim=1).float()
+    masks = (F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[0] > 0).cpu().numpy()
+    return [Detection(obj_id, out.score_logit, mask, out.score_logit > threshold and bool(mask.any()),
+                      class_name(classes, obj_id)) for (obj_id, out), mask in zip(outputs.items(), masks)]
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -17,19 +17,18 @@ Usage:
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ...prompts.prompt_set import PromptSet
 from ...types.detections import Detection
-from ...types.guides import ObjectGuides, class_name, compose_mask
+from ...types.guides import ObjectGuides, compose_mask
 from ...utils.hashing import content_hash
 from ...utils.images import read_rgb
 from ..backend import MEMORY_MODES, encode
+from ..common import ObjectOutput, detections
 from . import internals
 
 # SAM 2's frame loader normalises with ImageNet statistics: float64 x / 255, then float32 (x - mean) / std.
@@ -79,14 +78,6 @@ def _autocast(precision: str, device: torch.device):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-@dataclass
-class ObjectOutput:
-    """SAM 2's raw output for one object on one frame: (1, 1, S/4, S/4) mask logits and the object-score logit."""
-
-    mask_logits: torch.Tensor
-    score_logit: float
 
 
 class Sam2TargetLabeler:
@@ -191,25 +182,11 @@ class Sam2TargetLabeler:
         """One `Detection` per object ID for each target, masks at each target's own size (image_hashes,
         inputs: as `predict_many`)."""
         outputs = self.predict_many(rgbs, image_hashes, inputs)
-        return [self._detections(rgb, out) for rgb, out in zip(rgbs, outputs)]
+        return [detections(rgb, out, self.threshold, self.classes) for rgb, out in zip(rgbs, outputs)]
 
     def label(self, rgb: np.ndarray) -> list[Detection]:
         """One `Detection` per object ID on one target, masks at the target's own size."""
         return self.label_many([rgb])[0]
-
-    def _detections(self, rgb: np.ndarray, outputs: dict[int, ObjectOutput]) -> list[Detection]:
-        if not outputs:
-            return []
-        height, width = rgb.shape[:2]
-        # Upsample the low-res logits to the target's size as `_get_orig_video_res_output` does, all
-        # objects in one call: bilinear works on each channel alone, so each mask has the same bits.
-        logits = torch.cat([out.mask_logits for out in outputs.values()], dim=1).float()
-        masks = (F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[0] > 0).cpu().numpy()
-        detections = []
-        for (obj_id, out), mask in zip(outputs.items(), masks):
-            present = out.score_logit > self.threshold and bool(mask.any())
-            detections.append(Detection(obj_id, out.score_logit, mask, present, class_name(self.classes, obj_id)))
-        return detections
 
 
 class ReferencePreview:

@@ -23,19 +23,18 @@ more than 4 guided references, an object's last 4 guided references condition a 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ...prompts.prompt_set import PromptSet
 from ...types.detections import Detection
-from ...types.guides import ObjectGuides, class_name, compose_mask
+from ...types.guides import ObjectGuides, compose_mask
 from ...utils.hashing import content_hash
 from ...utils.images import read_rgb
 from ..backend import MEMORY_MODES, encode
+from ..common import ObjectOutput, detections
 from . import internals
 
 # Normalisation: mean 0.5, std 0.5 per channel, not ImageNet's statistics. The sam3 0.1.4 wheel's frame
@@ -99,14 +98,6 @@ def _condition(predictor, state: dict, frame_idx: int, obj: ObjectGuides, height
     mask = compose_mask(mask, obj)
     internals.prompt_mask(predictor, state, frame_idx, obj.id, torch.from_numpy(mask))
     return mask
-
-
-@dataclass
-class ObjectOutput:
-    """SAM 3's raw output for one object on one frame: (1, 1, h, w) low-res mask logits and the object-score logit."""
-
-    mask_logits: torch.Tensor
-    score_logit: float
 
 
 class Sam3TargetLabeler:
@@ -203,24 +194,10 @@ class Sam3TargetLabeler:
     def label_many(self, rgbs: list[np.ndarray], image_hashes: list[str] | None = None,
                    inputs: list[torch.Tensor] | None = None) -> list[list[Detection]]:
         outputs = self.predict_many(rgbs, image_hashes, inputs)
-        return [self._detections(rgb, out) for rgb, out in zip(rgbs, outputs)]
+        return [detections(rgb, out, self.threshold, self.classes) for rgb, out in zip(rgbs, outputs)]
 
     def label(self, rgb: np.ndarray) -> list[Detection]:
         return self.label_many([rgb])[0]
-
-    def _detections(self, rgb: np.ndarray, outputs: dict[int, ObjectOutput]) -> list[Detection]:
-        if not outputs:
-            return []
-        height, width = rgb.shape[:2]
-        # Upsampled to the target's size as `_get_orig_video_res_output` does (bilinear works on each
-        # channel alone, so all objects go in one call with each mask's own bits).
-        logits = torch.cat([out.mask_logits for out in outputs.values()], dim=1).float()
-        masks = (F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[0] > 0).cpu().numpy()
-        detections = []
-        for (obj_id, out), mask in zip(outputs.items(), masks):
-            present = out.score_logit > self.threshold and bool(mask.any())
-            detections.append(Detection(obj_id, out.score_logit, mask, present, class_name(self.classes, obj_id)))
-        return detections
 
 
 class ReferencePreview:

@@ -29,6 +29,7 @@ from reference_runs import (
     target_images,
 )
 
+from labeler.models.common import detections
 from labeler.models.sam2.tracker import ReferencePreview, Sam2TargetLabeler
 from labeler.prompts.prompt_set import ObjectGuides
 from labeler.utils.images import read_rgb
@@ -140,7 +141,7 @@ def test_masks_are_each_objects_upsampled_logits_bit_for_bit(predictor, tmp_path
     for size in [(W, H), (1280, 960), (97, 333)]:
         rgb = synthetic_image(8, size=size)
         outputs = labeler.predict(rgb)
-        for d in labeler._detections(rgb, outputs):
+        for d in detections(rgb, outputs, labeler.threshold, labeler.classes):
             alone = F.interpolate(outputs[d.id].mask_logits.float(), size=rgb.shape[:2], mode="bilinear",
                                   align_corners=False)[0, 0] > 0
             np.testing.assert_array_equal(d.mask, alone.numpy())
